@@ -1,0 +1,1 @@
+"""One module per `user-embed` subcommand; each exposes ``main(argv, command) -> int``."""
