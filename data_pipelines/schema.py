@@ -39,7 +39,8 @@ TABLES: dict[str, dict[str, tuple[pl.DataType, bool]]] = {
     "users": {
         "user_id": (pl.Utf8, False),
     },
-    # UserQA: one question about one user, answered with one of `options`.
+    # UserQA: one question about one user, answered with one of `options`
+    # (`options` empty = free-text answer; `answer` "" = gold unknown).
     "qa": {
         "user_id": (pl.Utf8, False),
         "question": (pl.Utf8, False),
@@ -120,8 +121,13 @@ def find_problems(table: str, df: pl.DataFrame) -> list[ColumnProblem]:
             problems.append(
                 ColumnProblem(table, "split", row, f"'{df['split'][row]}' is not one of {SPLITS}")
             )
+        # Free-text tasks (LaMP-4..7, UQABench) have no options; unlabelled questions
+        # (e.g. LaMP test questions without an outputs file) have answer "".
         in_options = pl.Series(
-            [a in (o if o is not None else []) for a, o in zip(df["answer"], df["options"])],
+            [
+                not options or answer == "" or answer in options
+                for answer, options in zip(df["answer"].to_list(), df["options"].to_list())
+            ],
             dtype=pl.Boolean,
         )
         if len(df) and not in_options.all():

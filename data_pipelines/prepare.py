@@ -1,0 +1,76 @@
+"""Turn an import into a finished data directory: UserQA questions, parquet tables, ``summary.json``.
+
+``summary.json`` holds the row count of each table (``counts``), the row accounting of each
+input table (``rows``: read, kept, dropped by reason), the UserQA summary (``qa``: counts
+per task and split, from :func:`data_pipelines.userqa.build_userqa`), where the data came
+from (``source``) and notes. The directory is written atomically by
+:func:`data_pipelines.io.write_tables`: a failed run leaves no half-written directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from data_pipelines.generic import ImportResult
+from data_pipelines.io import write_tables
+from user_embed.errors import UserError
+
+Report = Callable[[str], object]
+
+
+def prepare(
+    result: ImportResult,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    build_qa: bool = True,
+    report_to: Report = print,
+) -> Path:
+    """Build UserQA (unless ``build_qa`` is False), write all tables to ``out_dir``, print the report.
+
+    Returns the written directory. An existing ``out_dir`` is replaced only once everything
+    is written; nothing is written when any step fails.
+    """
+    tables = dict(result.tables)
+    for report in result.reports:
+        report_to(report.line())
+    for note in result.notes:
+        report_to(f"note: {note}")
+    qa_summary = None
+    if build_qa:
+        from data_pipelines.userqa import build_userqa  # heavy-ish and optional: import on use
+
+        qa, texts, qa_summary = build_userqa(tables["events"], tables["items"], seed=seed)
+        tables["qa"], tables["texts"] = qa, texts
+    summary = {
+        "counts": {name: df.height for name, df in tables.items()},
+        "rows": {report.name: report.as_dict() for report in result.reports},
+        "qa": qa_summary,
+        "seed": seed,
+        "source": result.info,
+        "notes": list(result.notes),
+    }
+    try:
+        written = write_tables(out_dir, tables, summary)
+    except FileExistsError as exc:
+        raise UserError(f"{exc} (choose another --out)") from None
+    counts = ", ".join(f"{name} {n:,}" for name, n in summary["counts"].items())
+    report_to(f"wrote {written}: {counts}")
+    return written
+
+
+def prepare_movielens_100k(
+    out_dir: str | Path,
+    seed: int = 0,
+    *,
+    strict: bool = False,
+    build_qa: bool = True,
+    report_to: Report = print,
+) -> Path:
+    """Import the offline MovieLens-100k copy (fetched into the cache if needed) and :func:`prepare` it."""
+    from data_pipelines.movielens import import_movielens
+    from user_embed.assets import movielens_100k_dir
+
+    source = movielens_100k_dir(report=report_to)
+    return prepare(import_movielens(source, strict=strict), out_dir, seed=seed, build_qa=build_qa, report_to=report_to)

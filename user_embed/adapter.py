@@ -1,0 +1,115 @@
+"""Adapter: fuse all sources' tokens into K soft-prompt vectors (B, K, d_llm) and a pooled user vector.
+
+Kinds:
+* ``mlp`` — masked mean of all source tokens → MLP → K tokens (K=1 is the UQABench/E2P baseline).
+* ``resampler`` — K learned queries cross-attend over all source tokens (Perceiver/Q-Former style).
+
+Instruction-aware (``question`` given): the question embedding is added to the queries (resampler)
+or concatenated to the pooled vector (mlp), so one user yields question-specific soft prompts.
+
+Output scale: soft tokens are layer-normalised and multiplied by a learnable scale initialised
+to the RMS of the LLM's token embeddings, so they start at the LLM's embedding scale (small,
+random, never zero: a zero soft prompt gave NaN gradients).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from user_embed.config import AdapterConfig
+from user_embed.encoders.base import EncoderOutput
+
+
+@dataclass
+class AdapterOutput:
+    soft_prompt: torch.Tensor  # (B, K, d_llm)
+    user_vector: torch.Tensor  # (B, user_dim), question-independent
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """x: (B, N, d), mask: (B, N) bool → (B, d); rows without tokens give zeros."""
+    weights = mask.unsqueeze(-1).to(x.dtype)  # (B, N, 1)
+    return (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class ResamplerBlock(nn.Module):
+    """Queries cross-attend to the source tokens, then self-attend, then an MLP (all pre-LN, residual)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.cross = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.norm_self = nn.LayerNorm(dim)
+        self.self_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, queries: torch.Tensor, tokens: torch.Tensor, key_padding: torch.Tensor) -> torch.Tensor:
+        kv = self.norm_kv(tokens)  # (B, N, D)
+        q = self.norm_q(queries)  # (B, K, D)
+        queries = queries + self.cross(q, kv, kv, key_padding_mask=key_padding, need_weights=False)[0]
+        q = self.norm_self(queries)
+        queries = queries + self.self_attn(q, q, q, need_weights=False)[0]
+        return queries + self.mlp(self.norm_mlp(queries))  # (B, K, D)
+
+
+class Adapter(nn.Module):
+    def __init__(self, source_dims: dict[str, int], llm_dim: int, llm_embed_rms: float, kind: str = "resampler",
+                 num_tokens: int = 8, dim: int = 256, layers: int = 2, heads: int = 4,
+                 instruction_aware: bool = True, question_dim: int | None = None, user_dim: int = 256,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.kind, self.num_tokens, self.llm_dim = kind, num_tokens, llm_dim
+        self.instruction_aware = instruction_aware
+        self.source_names = list(source_dims)
+        self.source_proj = nn.ModuleDict({name: nn.Linear(d, dim) for name, d in source_dims.items()})
+        self.source_type = nn.Parameter(torch.randn(len(source_dims), dim) * 0.02)
+        self.question_proj = nn.Linear(question_dim or llm_dim, dim) if instruction_aware else None
+        if kind == "resampler":
+            self.queries = nn.Parameter(torch.randn(num_tokens, dim) * 0.02)
+            self.blocks = nn.ModuleList(ResamplerBlock(dim, heads, dropout) for _ in range(layers))
+            self.to_llm = nn.Linear(dim, llm_dim)
+        else:
+            in_dim = dim * (2 if instruction_aware else 1)
+            self.mlp = nn.Sequential(nn.Linear(in_dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim))
+            self.to_llm = nn.Linear(dim, num_tokens * llm_dim)
+        self.out_norm = nn.LayerNorm(llm_dim, elementwise_affine=False)
+        self.out_scale = nn.Parameter(torch.tensor(float(llm_embed_rms)))
+        self.user_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, user_dim))
+
+    @classmethod
+    def from_config(cls, config: AdapterConfig, source_dims: dict[str, int], llm_dim: int,
+                    llm_embed_rms: float) -> "Adapter":
+        return cls(source_dims, llm_dim, llm_embed_rms, config.kind, config.num_tokens, config.dim, config.layers,
+                   config.heads, config.instruction_aware, llm_dim, config.user_dim, config.dropout)
+
+    def forward(self, sources: dict[str, EncoderOutput], question: torch.Tensor | None = None) -> AdapterOutput:
+        projected, masks = [], []
+        for i, name in enumerate(self.source_names):
+            out = sources[name]
+            projected.append(self.source_proj[name](out.tokens) + self.source_type[i])  # (B, n_s, D)
+            masks.append(out.mask)
+        tokens = torch.cat(projected, 1)  # (B, N, D)
+        mask = torch.cat(masks, 1)  # (B, N)
+        pooled = masked_mean(tokens, mask)  # (B, D)
+        cond = None
+        if self.instruction_aware:
+            if question is None:
+                raise ValueError("this adapter is instruction-aware: pass the question embedding")
+            cond = self.question_proj(question)  # (B, D)
+        if self.kind == "resampler":
+            queries = self.queries.unsqueeze(0).expand(tokens.shape[0], -1, -1)  # (B, K, D)
+            if cond is not None:
+                queries = queries + cond.unsqueeze(1)
+            key_padding = ~mask & mask.any(-1, keepdim=True)  # users with no tokens attend to padding, not NaN
+            for block in self.blocks:
+                queries = block(queries, tokens, key_padding)
+            soft = self.to_llm(queries)  # (B, K, d_llm)
+        else:
+            hidden = pooled if cond is None else torch.cat([pooled, cond], -1)  # (B, D or 2D)
+            soft = self.to_llm(self.mlp(hidden)).view(-1, self.num_tokens, self.llm_dim)  # (B, K, d_llm)
+        soft = self.out_norm(soft) * self.out_scale  # LLM embedding scale
+        return AdapterOutput(soft_prompt=soft, user_vector=self.user_head(pooled))

@@ -1,0 +1,167 @@
+"""`user-embed prepare <source>`: import a dataset into the unified parquet schema (+ UserQA).
+
+Sources::
+
+    user-embed prepare movielens-100k --out data/ml100k            # the offline copy (fetched once)
+    user-embed prepare movielens --path ~/ml-1m --out data/ml1m    # any MovieLens layout
+    user-embed prepare events --events log.csv --user-col uid --item-col sku --time-col ts \\
+        [--items items.csv --title-col name --category-col tags --category-sep '|'] \\
+        [--mapping mapping.yaml] --out data/shop                   # any event log
+
+Each source is one entry of :data:`SOURCES` (name → help, add-arguments, run); adding a
+source means adding a function pair and an entry there. All sources share ``--out``,
+``--seed``, ``--strict`` (stop at the first row that would be dropped) and ``--no-qa``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Source:
+    """One `prepare` subcommand: how to describe it, which flags it takes, what it runs."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+# --------------------------------------------------------------------------- shared flags
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--out``, ``--seed``, ``--strict``, ``--no-qa`` (every source takes them)."""
+    parser.add_argument(
+        "--out", required=True, type=Path, metavar="DIR", help="output data directory (replaced atomically)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for the UserQA splits and options (default 0)")
+    parser.add_argument(
+        "--strict", action="store_true", help="stop at the first row that would be dropped instead of counting it"
+    )
+    parser.add_argument("--no-qa", action="store_true", help="write events/items/users only, no UserQA questions")
+
+
+def write(result, args: argparse.Namespace) -> int:
+    """Build UserQA (unless --no-qa) and write ``args.out``."""
+    from data_pipelines.prepare import prepare
+
+    prepare(result, args.out, seed=args.seed, build_qa=not args.no_qa)
+    return 0
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _movielens_100k_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+
+
+def _run_movielens_100k(args: argparse.Namespace) -> int:
+    from data_pipelines.prepare import prepare_movielens_100k
+
+    prepare_movielens_100k(args.out, args.seed, strict=args.strict, build_qa=not args.no_qa)
+    return 0
+
+
+def _movielens_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--path",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="MovieLens folder (RecBole, ml-100k, ml-1m, ml-latest …)",
+    )
+    add_common_arguments(parser)
+
+
+def _run_movielens(args: argparse.Namespace) -> int:
+    from data_pipelines.movielens import import_movielens
+
+    return write(import_movielens(args.path, strict=args.strict), args)
+
+
+#: ``--flag`` of `prepare events` → ColumnMapping field it sets (flags override the YAML mapping).
+MAPPING_FLAGS: dict[str, tuple[str, str]] = {
+    "--user-col": ("user_col", "events column with the user id"),
+    "--item-col": ("item_col", "events column with the item id"),
+    "--time-col": ("time_col", "events column with the time (Unix s or ms, or dates)"),
+    "--value-col": ("value_col", "events column with a numeric value (rating, price …)"),
+    "--text-col": ("text_col", "events column with free text"),
+    "--source-col": ("source_col", "events column with the kind of each event"),
+    "--source": ("source", "kind of every event when there is no --source-col (default 'event')"),
+    "--title-col": ("item_title_col", "items column with the title (events column without --items)"),
+    "--category-col": ("category_col", "items column with categories (events column without --items)"),
+    "--category-sep": ("category_sep", "separator between several categories in one cell, e.g. '|'"),
+    "--time-format": ("time_format", "strftime format of date strings, e.g. '%%Y-%%m-%%d %%H:%%M' (default: infer)"),
+    "--items-item-col": ("items_item_col", "items column with the item id (default: --item-col)"),
+    "--users-user-col": ("users_user_col", "users column with the user id (default: --user-col)"),
+    "--delimiter": ("delimiter", "CSV field delimiter (default: detect among , tab ; |)"),
+}
+
+
+def _events_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--events", required=True, type=Path, metavar="FILE", help="event log: .csv, .tsv or .parquet")
+    parser.add_argument("--items", type=Path, metavar="FILE", help="items file (title, categories)")
+    parser.add_argument("--users", type=Path, metavar="FILE", help="users file (other columns become profile fields)")
+    parser.add_argument("--mapping", type=Path, metavar="YAML", help="column mapping file; flags override it")
+    for flag, (dest, help_) in MAPPING_FLAGS.items():
+        parser.add_argument(flag, dest=dest, metavar="COL" if flag.endswith("-col") else "TEXT", help=help_)
+    add_common_arguments(parser)
+
+
+def _run_events(args: argparse.Namespace) -> int:
+    from data_pipelines.generic import ColumnMapping, import_events, read_mapping_yaml
+
+    values = read_mapping_yaml(args.mapping) if args.mapping else {}
+    flags = {dest: getattr(args, dest) for dest, _ in MAPPING_FLAGS.values()}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    required = ("user_col", "item_col", "time_col")
+    missing = [flag for flag, (dest, _) in MAPPING_FLAGS.items() if dest in required and not values.get(dest)]
+    if missing:
+        args.parser.error(f"{', '.join(missing)} required (as flags or in --mapping)")
+    mapping = ColumnMapping.from_dict(values, source=str(args.mapping or "command line"))
+    result = import_events(args.events, mapping, items_path=args.items, users_path=args.users, strict=args.strict)
+    return write(result, args)
+
+
+#: Subcommand name → Source. Add a source by adding an entry.
+SOURCES: dict[str, Source] = {
+    "movielens-100k": Source(
+        "the offline MovieLens-100k copy (RecBole files, fetched once)",
+        _movielens_100k_arguments,
+        _run_movielens_100k,
+    ),
+    "movielens": Source(
+        "a MovieLens folder: RecBole atomic files, ml-100k, ml-1m/10m (.dat), ml-latest/25m (.csv)",
+        _movielens_arguments,
+        _run_movielens,
+    ),
+    "events": Source("any event log (CSV/TSV/parquet) with a column mapping", _events_arguments, _run_events),
+}
+
+
+def build_parser(command: str = "prepare") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"user-embed {command}",
+        description="Import a dataset into the unified parquet schema (events, items, users) and build UserQA.",
+    )
+    sub = parser.add_subparsers(dest="dataset", metavar="SOURCE", required=True)
+    for name, source in SOURCES.items():
+        child = sub.add_parser(name, help=source.help, description=source.help)
+        source.add_arguments(child)
+        child.set_defaults(run=source.run, parser=child)
+    return parser
+
+
+def main(argv: list[str] | None = None, command: str = "prepare") -> int:
+    """Parse ``argv`` and run the chosen source; argparse mistakes exit 2 with its one-line message."""
+    parser = build_parser(command)
+    try:
+        args = parser.parse_args(argv)
+        return int(args.run(args) or 0)
+    except SystemExit as exc:  # argparse: usage + "error: …" already printed
+        return exc.code if isinstance(exc.code, int) else 2

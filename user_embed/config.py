@@ -1,0 +1,168 @@
+"""Typed configs of the model parts; each field documents itself and is checked in __post_init__.
+
+YAML files (LightningCLI) fill these dataclasses; ``build_*`` functions in the component
+modules translate them into objects, so components never read configs themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from user_embed.errors import ConfigError
+
+TRUNCATION_POLICIES = ("recent",)
+ADAPTER_KINDS = ("mlp", "resampler")
+
+
+def _positive(owner: str, **values: float) -> None:
+    for name, value in values.items():
+        if value is None or value <= 0:
+            raise ConfigError(f"{owner}.{name} must be > 0, got {value!r}")
+
+
+@dataclass
+class SourceConfig:
+    """One behaviour source and the encoder kind that reads it."""
+
+    kind: str
+    """Registered encoder kind (see ``user_embed.encoders.list_encoders()``): sequence | text | tabular | …"""
+    name: str = ""
+    """Name of this source in logs and checkpoints; defaults to ``kind``."""
+    dim: int = 128
+    """Width of the encoder's token states ``d_s``."""
+    layers: int = 2
+    """Transformer layers (sequence encoders)."""
+    heads: int = 4
+    """Attention heads (sequence encoders, text pooler)."""
+    max_len: int = 50
+    """Maximum events read per user; longer histories are truncated by ``truncation``."""
+    truncation: str = "recent"
+    """Truncation policy for long histories: ``recent`` keeps the most recent ``max_len`` events."""
+    num_tokens: int = 4
+    """Tokens a pooling encoder emits (text encoder's attention pooler)."""
+    fields: list[str] | None = None
+    """Profile columns of the ``users`` table read by the tabular encoder (None = all)."""
+    text_encoder: str = "default"
+    """Frozen text encoder for the text source: ``default`` (offline MiniLM), an HF id or a local folder."""
+    dropout: float = 0.1
+    """Dropout inside the encoder."""
+    checkpoint: str | None = None
+    """Optional pre-trained encoder weights (safetensors folder) to start from."""
+    freeze: bool = False
+    """Keep the encoder's weights fixed (e.g. a pre-trained sequence encoder)."""
+
+    def __post_init__(self) -> None:
+        if not self.kind:
+            raise ConfigError("source.kind is required (e.g. sequence, text, tabular)")
+        self.name = self.name or self.kind
+        _positive(f"source '{self.name}'", dim=self.dim, layers=self.layers, heads=self.heads,
+                  max_len=self.max_len, num_tokens=self.num_tokens)
+        if self.dim % self.heads:
+            raise ConfigError(f"source '{self.name}': dim {self.dim} is not divisible by heads {self.heads}")
+        if self.truncation not in TRUNCATION_POLICIES:
+            raise ConfigError(f"source '{self.name}': unknown truncation '{self.truncation}'; known: {TRUNCATION_POLICIES}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"source '{self.name}': dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class AdapterConfig:
+    """How source tokens become ``num_tokens`` soft-prompt vectors and a pooled user vector."""
+
+    kind: str = "resampler"
+    """``mlp`` (pooled → K tokens; K=1 is the UQABench/E2P baseline) or ``resampler`` (K queries cross-attend)."""
+    num_tokens: int = 8
+    """K, the number of soft-prompt vectors given to the LLM."""
+    dim: int = 256
+    """Internal width of the adapter."""
+    layers: int = 2
+    """Resampler blocks (cross-attention + self-attention + MLP)."""
+    heads: int = 4
+    """Attention heads of the resampler."""
+    instruction_aware: bool = True
+    """Condition the adapter on the question, so one user yields question-specific soft prompts."""
+    user_dim: int = 256
+    """Size of the pooled user vector (used by the contrastive loss and by `user-embed embed`)."""
+    dropout: float = 0.0
+    """Dropout inside the adapter."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ADAPTER_KINDS:
+            raise ConfigError(f"adapter.kind '{self.kind}' is unknown; known: {ADAPTER_KINDS}")
+        _positive("adapter", num_tokens=self.num_tokens, dim=self.dim, layers=self.layers,
+                  heads=self.heads, user_dim=self.user_dim)
+        if self.dim % self.heads:
+            raise ConfigError(f"adapter.dim {self.dim} is not divisible by adapter.heads {self.heads}")
+
+
+@dataclass
+class LLMConfig:
+    """The frozen causal LLM and how the soft prompt enters it."""
+
+    name_or_path: str = "default"
+    """``default`` (offline SmolLM2-135M-Instruct), an HF model id, or a local HF folder."""
+    revision: str | None = None
+    """Model revision (branch, tag or commit) for HF ids."""
+    system_prompt: str | None = ""
+    """System message; "" sends an explicit empty one (no template default), None uses the template's default."""
+    lora: bool = False
+    """Train LoRA adapters on the LLM (peft); off by default — the LLM stays frozen."""
+    lora_r: int = 8
+    """LoRA rank."""
+    lora_alpha: int = 16
+    """LoRA scaling."""
+    lora_dropout: float = 0.05
+    """LoRA dropout."""
+    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    """Module names that get LoRA adapters."""
+    trust_remote_code: bool = False
+    """Allow model code from the hub; off unless you trust the model."""
+
+    def __post_init__(self) -> None:
+        _positive("llm", lora_r=self.lora_r, lora_alpha=self.lora_alpha)
+
+
+@dataclass
+class LossConfig:
+    """Joint objective: AR cross-entropy on answer tokens + ``contrastive_weight`` × InfoNCE."""
+
+    contrastive_weight: float = 0.1
+    """λ for the user↔text InfoNCE loss; 0 trains on the UserQA loss only."""
+    contrastive_dim: int = 128
+    """Shared space in which user and text vectors are compared."""
+    init_temperature: float = 0.07
+    """Initial softmax temperature (learnable)."""
+    max_logit_scale: float = 100.0
+    """Upper clamp of 1/temperature."""
+
+    def __post_init__(self) -> None:
+        if self.contrastive_weight < 0:
+            raise ConfigError(f"loss.contrastive_weight must be >= 0, got {self.contrastive_weight}")
+        _positive("loss", contrastive_dim=self.contrastive_dim, init_temperature=self.init_temperature,
+                  max_logit_scale=self.max_logit_scale)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup and cosine decay."""
+
+    lr: float = 1e-2
+    """Learning rate of adapter and encoders (a first-order lever: 1e-2 ≫ 1e-3 for soft prompts here)."""
+    lora_lr: float = 1e-4
+    """Learning rate of LoRA weights (when ``llm.lora``)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    warmup_steps: int = 10
+    """Linear warmup steps."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of ``lr`` (cosine decay over the run)."""
+
+    def __post_init__(self) -> None:
+        _positive("optim", lr=self.lr, lora_lr=self.lora_lr)
+        if self.warmup_steps < 0:
+            raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+
+
+def to_dict(config) -> dict:
+    """Plain dict of a config dataclass (for JSON)."""
+    return asdict(config)

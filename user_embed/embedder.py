@@ -1,0 +1,146 @@
+"""UserEmbedder = source encoders + adapter; saves itself as config.json + model.safetensors + README.md.
+
+The frozen LLM is never saved here: only its id/path, revision, width and embedding scale are
+recorded, and loading checks them against the LLM you pair the embedder with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from user_embed.adapter import Adapter, AdapterOutput
+from user_embed.config import AdapterConfig, SourceConfig
+from user_embed.data.spec import DataSpec
+from user_embed.encoders import SourceInputs, build_encoder
+from user_embed.errors import CheckpointError
+
+CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
+FORMAT_VERSION = 1
+
+
+class UserEmbedder(nn.Module):
+    """Maps users' histories to soft prompts (B, K, d_llm) and pooled user vectors (B, user_dim)."""
+
+    def __init__(self, sources: list[SourceConfig], adapter: AdapterConfig, spec: DataSpec, llm_info: dict):
+        super().__init__()
+        self.source_configs = sources
+        self.adapter_config = adapter
+        self.spec = spec
+        self.llm_info = dict(llm_info)  # name_or_path, revision, hidden_size, embed_rms
+        self.metrics: dict = {}
+        self.encoders = nn.ModuleDict({s.name: build_encoder(s, spec) for s in sources})
+        dims = {name: enc.dim for name, enc in self.encoders.items()}
+        self.adapter = Adapter.from_config(adapter, dims, llm_info["hidden_size"], llm_info["embed_rms"])
+
+    @property
+    def num_tokens(self) -> int:
+        return self.adapter_config.num_tokens
+
+    @property
+    def max_len(self) -> int:
+        """Longest history any source reads."""
+        return max(s.max_len for s in self.source_configs)
+
+    def forward(self, inputs: SourceInputs, question: torch.Tensor | None = None) -> AdapterOutput:
+        """inputs: the batch's histories/profiles; question: (B, d_llm) mean question embedding or None."""
+        encoded = {s.name: self.encoders[s.name](inputs.tail(s.max_len)) for s in self.source_configs}
+        return self.adapter(encoded, question)
+
+    # ---- persistence -------------------------------------------------------------------------
+    def config_dict(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "sources": [asdict(s) for s in self.source_configs],
+            "adapter": asdict(self.adapter_config),
+            "llm": self.llm_info,
+            "spec": self.spec.to_json(),
+            "metrics": self.metrics,
+        }
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write config.json, model.safetensors and a model card atomically into ``directory``."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
+        try:
+            state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+            (tmp / CONFIG_NAME).write_text(json.dumps(self.config_dict(), indent=2))
+            (tmp / CARD_NAME).write_text(model_card(self.config_dict()))
+            if directory.exists():
+                old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+                os.replace(directory, old)
+                os.replace(tmp, directory)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "UserEmbedder":
+        """Load from a folder written by ``save_pretrained`` (JSON + safetensors only, nothing unpickled)."""
+        directory = Path(directory)
+        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        if not config_path.is_file() or not weights_path.is_file():
+            raise CheckpointError(f"{directory}: not a user embedder (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
+        try:
+            config = json.loads(config_path.read_text())
+            sources = [SourceConfig(**s) for s in config["sources"]]
+            adapter = AdapterConfig(**config["adapter"])
+            spec = DataSpec.from_json(config["spec"])
+            llm_info = config["llm"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{config_path}: invalid embedder config ({exc})") from exc
+        model = cls(sources, adapter, spec, llm_info)
+        state = load_file(str(weights_path))
+        result = model.load_state_dict(state, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise CheckpointError(f"{weights_path}: weights do not match {CONFIG_NAME} "
+                                  f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
+        model.metrics = config.get("metrics", {})
+        return model
+
+    def check_llm(self, name_or_path: str, hidden_size: int) -> None:
+        """Refuse an LLM whose width differs from the one this embedder was trained for."""
+        if hidden_size != self.llm_info["hidden_size"]:
+            raise CheckpointError(
+                f"embedder was trained for LLM '{self.llm_info['name_or_path']}' (hidden size "
+                f"{self.llm_info['hidden_size']}), but '{name_or_path}' has hidden size {hidden_size}")
+
+
+def model_card(config: dict) -> str:
+    """A short generated README for a saved embedder."""
+    llm = config["llm"]
+    sources = ", ".join(f"`{s['name']}` ({s['kind']}, d={s['dim']})" for s in config["sources"])
+    adapter = config["adapter"]
+    lines = [
+        "# User embedder (user_embed)",
+        "",
+        f"- Frozen LLM: `{llm.get('origin') or llm['name_or_path']}` (revision: {llm.get('revision') or 'n/a'}, "
+        f"hidden size {llm['hidden_size']})",
+        f"- Sources: {sources}",
+        f"- Adapter: `{adapter['kind']}`, K = {adapter['num_tokens']} soft tokens, "
+        f"instruction-aware: {adapter['instruction_aware']}",
+        f"- Items in vocabulary: {len(config['spec']['item_ids'])}",
+        "",
+        "## Evaluation",
+    ]
+    metrics = config.get("metrics") or {}
+    if metrics:
+        lines += ["```json", json.dumps(metrics, indent=2), "```"]
+    else:
+        lines.append("Not evaluated yet (`user-embed evaluate` adds the metrics here).")
+    lines += ["", "Load with `UserEmbedder.from_pretrained(path)`; see the user_embed README."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,56 @@
+"""Multiple-choice answering by likelihood: pick the option whose tokens the LLM finds most probable.
+
+The prompt is run once (left-padded, KV cache on); the cache is repeated per option and the
+option tokens are scored in one more forward pass. Score = sum of the option tokens' log-probs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+@torch.no_grad()
+def score_options(llm, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                  options: list[list[list[int]]], pad_id: int) -> list[list[float]]:
+    """inputs_embeds: (B, T, d) LEFT-padded prompts; options[b][o] = token ids → scores[b][o] (sum log-prob)."""
+    batch = inputs_embeds.shape[0]
+    if not bool(attention_mask[:, -1].all()):
+        raise ValueError("score_options needs left-padded prompts (last column real for every row)")
+    out = llm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=True)
+    first = F.log_softmax(out.logits[:, -1].float(), -1)  # (B, V)
+    n_opt = max(len(o) for o in options)
+    length = max(len(ids) for opts in options for ids in opts)
+    if length == 1:  # every option is one token: the first step decides
+        return [[float(first[b, ids[0]]) for ids in options[b]] for b in range(batch)]
+    tokens = torch.full((batch * n_opt, length), pad_id, dtype=torch.long)
+    mask = torch.zeros(batch * n_opt, length, dtype=torch.long)
+    for b, opts in enumerate(options):
+        for o, ids in enumerate(opts):
+            tokens[b * n_opt + o, : len(ids)] = torch.tensor(ids)
+            mask[b * n_opt + o, : len(ids)] = 1
+    device = inputs_embeds.device
+    tokens, mask = tokens.to(device), mask.to(device)
+    cache = out.past_key_values
+    cache.batch_repeat_interleave(n_opt)
+    full_mask = torch.cat([attention_mask.repeat_interleave(n_opt, 0), mask], 1)  # (B·O, T + L)
+    start = position_ids[:, -1:].repeat_interleave(n_opt, 0) + 1  # (B·O, 1)
+    positions = start + torch.arange(length, device=device)[None]  # (B·O, L)
+    step = llm(input_ids=tokens, attention_mask=full_mask, position_ids=positions, past_key_values=cache, use_cache=True)
+    logp = F.log_softmax(step.logits.float(), -1)  # (B·O, L, V)
+    scores = []
+    for b, opts in enumerate(options):
+        row = []
+        for o, ids in enumerate(opts):
+            r = b * n_opt + o
+            total = float(first[b, ids[0]])
+            for j in range(1, len(ids)):
+                total += float(logp[r, j - 1, ids[j]])
+            row.append(total)
+        scores.append(row)
+    return scores
+
+
+def pick(scores: list[list[float]], options: list[list[str]]) -> list[str]:
+    """The highest-scoring option per question."""
+    return [opts[max(range(len(s)), key=s.__getitem__)] for s, opts in zip(scores, options)]

@@ -1,0 +1,242 @@
+"""UserEmbedModule: the ONE place where encoders, adapter, frozen LLM and losses meet.
+
+Training step: question → mean LLM token embedding (instruction signal) → embedder → K soft
+vectors spliced into the chat prompt → frozen LLM → AR loss on answer tokens; plus
+λ · InfoNCE(pooled user vector, text about the user). Checkpoints hold only what trains
+(encoders, adapter, contrastive heads, LoRA) — never the frozen LLM.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from user_embed.config import AdapterConfig, LLMConfig, LossConfig, OptimConfig, SourceConfig
+from user_embed.data.collate import Example, UserBatch
+from user_embed.embedder import UserEmbedder
+from user_embed.errors import ConfigError
+from user_embed.eval.choice import pick, score_options
+from user_embed.llm.load import load_llm
+from user_embed.llm.prompt import PromptBuilder
+from user_embed.llm.soft_prompt import PromptBatch, collate_prompts, mean_question_embedding, splice_soft_prompt
+from user_embed.losses import ContrastiveLoss, answer_loss
+
+log = logging.getLogger(__name__)
+
+
+def default_sources() -> list[SourceConfig]:
+    return [SourceConfig(kind="sequence"), SourceConfig(kind="tabular", dim=64, layers=1)]
+
+
+class UserEmbedModule(L.LightningModule):
+    def __init__(self, sources: list[SourceConfig] | None = None, adapter: AdapterConfig | None = None,
+                 llm: LLMConfig | None = None, loss: LossConfig | None = None, optim: OptimConfig | None = None,
+                 export_dir: str | None = None):
+        """
+        Args:
+            sources: behaviour sources and their encoder kinds (see ``user_embed.encoders.list_encoders()``).
+            adapter: how source tokens become K soft-prompt vectors.
+            llm: the frozen LLM (``default`` = offline SmolLM2-135M-Instruct).
+            loss: AR + λ·contrastive weights and temperature.
+            optim: learning rates and schedule.
+            export_dir: where ``save_pretrained`` writes the embedder after fit (default: <log dir>/embedder).
+        """
+        super().__init__()
+        self.source_configs = sources or default_sources()
+        names = [s.name for s in self.source_configs]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"source names must be unique, got {names}")
+        self.adapter_config = adapter or AdapterConfig()
+        self.llm_config = llm or LLMConfig()
+        self.loss_config = loss or LossConfig()
+        self.optim_config = optim or OptimConfig()
+        self.export_dir = export_dir
+        self.save_hyperparameters()
+        self.strict_loading = False  # checkpoints omit the frozen LLM on purpose
+        self.llm = None
+        self.embedder: UserEmbedder | None = None
+        self.contrastive: ContrastiveLoss | None = None
+        self.tokenizer = None
+        self.prompts: PromptBuilder | None = None
+        self.llm_info: dict = {}
+
+    # ---- building --------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.embedder is not None:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        spec = getattr(datamodule, "spec", None)
+        if spec is None:
+            raise ConfigError("the model needs the data module's DataSpec; run through `user-embed fit` or "
+                              "call datamodule.setup() and module.build(spec)")
+        self.build(spec, text_dim=_text_dim(datamodule))
+
+    def build(self, spec, text_dim: int | None = None, embedder: UserEmbedder | None = None) -> "UserEmbedModule":
+        """Load the frozen LLM and create (or adopt) the embedder and loss heads."""
+        loaded = load_llm(self.llm_config)
+        self.llm, self.tokenizer, self.llm_info = loaded.model, loaded.tokenizer, loaded.info
+        self.prompts = PromptBuilder(self.tokenizer, self.llm_config.system_prompt)
+        for source in self.source_configs:
+            if source.kind == "text" and source.text_encoder not in spec.item_vectors and source.text_encoder not in spec.text_dims:
+                raise ConfigError(f"source '{source.name}' uses text encoder '{source.text_encoder}', but the data "
+                                  f"module computed item vectors for {sorted(spec.item_vectors) or 'none'} "
+                                  f"(set data.text_encoder to the same value)")
+        if embedder is None:
+            embedder = UserEmbedder(self.source_configs, self.adapter_config, spec, self.llm_info)
+            _load_encoder_checkpoints(embedder, self.source_configs)
+        else:
+            embedder.check_llm(self.llm_config.name_or_path, self.llm_info["hidden_size"])
+        self.embedder = embedder
+        for source in self.source_configs:
+            if source.freeze:
+                embedder.encoders[source.name].requires_grad_(False)
+        if text_dim and self.loss_config.contrastive_weight > 0:
+            c = self.loss_config
+            self.contrastive = ContrastiveLoss(self.adapter_config.user_dim, text_dim, c.contrastive_dim,
+                                               c.init_temperature, c.max_logit_scale)
+        return self
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.llm is not None and not self.llm_config.lora:
+            self.llm.eval()  # the frozen LLM never runs dropout
+        return self
+
+    # ---- forward pieces ----------------------------------------------------------------------------
+    def prompt_batch(self, examples: list[Example], with_answers: bool, method: str = "soft",
+                     contexts: list[str] | None = None, padding_side: str = "right") -> PromptBatch:
+        """Tokenise examples into a PromptBatch; ``method``: soft | none | text (context given)."""
+        k = self.embedder.num_tokens if method == "soft" else 0
+        prompts = [self.prompts.build(ex.question, ex.answer if with_answers else None, num_soft=k,
+                                      context=contexts[i] if contexts else None) for i, ex in enumerate(examples)]
+        return collate_prompts(prompts, self.tokenizer.pad_token_id, padding_side).to(self.device)
+
+    def inputs_embeds(self, batch: UserBatch | None, prompt: PromptBatch):
+        """(B, T, d) embeddings with the soft prompt spliced in, and the adapter output (or None)."""
+        embedding = self.llm.get_input_embeddings()
+        embeds = embedding(prompt.input_ids)  # (B, T, d_llm)
+        if not prompt.soft_mask.any():
+            return embeds, None
+        question = None
+        if self.adapter_config.instruction_aware:
+            question = mean_question_embedding(embedding, prompt.question_ids, prompt.question_mask)  # (B, d_llm)
+        out = self.embedder(batch.inputs, question)  # soft_prompt: (B, K, d_llm)
+        return splice_soft_prompt(embeds, prompt.soft_mask, out.soft_prompt), out
+
+    def losses(self, batch: UserBatch) -> dict[str, torch.Tensor]:
+        prompt = self.prompt_batch(batch.examples, with_answers=True)
+        embeds, out = self.inputs_embeds(batch, prompt)
+        logits = self.llm(inputs_embeds=embeds, attention_mask=prompt.attention_mask,
+                          position_ids=prompt.position_ids).logits  # (B, T, V)
+        losses = {"qa_loss": answer_loss(logits, prompt.labels)}
+        total = losses["qa_loss"]
+        if self.contrastive is not None and batch.text_vectors is not None:
+            losses["contrastive_loss"] = self.contrastive(out.user_vector, batch.text_vectors, batch.user_index)
+            total = total + self.loss_config.contrastive_weight * losses["contrastive_loss"]
+        losses["loss"] = total
+        return losses
+
+    @torch.no_grad()
+    def answer_choices(self, batch: UserBatch, method: str = "soft", contexts: list[str] | None = None):
+        """Pick an option per question by likelihood; returns (predictions, mean prompt tokens)."""
+        prompt = self.prompt_batch(batch.examples, with_answers=False, method=method, contexts=contexts,
+                                   padding_side="left")
+        embeds, _ = self.inputs_embeds(batch, prompt)
+        options = [[self.prompts.answer_ids(o) for o in ex.options] for ex in batch.examples]
+        scores = score_options(self.llm, embeds, prompt.attention_mask, prompt.position_ids, options,
+                               self.tokenizer.pad_token_id)
+        tokens = prompt.attention_mask.sum(1).float().mean().item()
+        return pick(scores, [ex.options for ex in batch.examples]), tokens
+
+    # ---- Lightning hooks ---------------------------------------------------------------------------
+    def training_step(self, batch: UserBatch, batch_idx: int) -> torch.Tensor:
+        losses = self.losses(batch)
+        size = len(batch)
+        for name, value in losses.items():
+            self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=size)
+        if self.contrastive is not None:
+            self.log("train/temperature", 1.0 / self.contrastive.scale(), batch_size=size)
+        if batch.truncated:
+            self.log("train/truncated_events", float(batch.truncated), reduce_fx="sum", batch_size=size)
+        return losses["loss"]
+
+    def validation_step(self, batch: UserBatch, batch_idx: int) -> None:
+        losses = self.losses(batch)
+        predictions, _ = self.answer_choices(batch)
+        accuracy = sum(p == ex.answer for p, ex in zip(predictions, batch.examples)) / len(batch)
+        self.log("val/qa_loss", losses["qa_loss"], batch_size=len(batch), sync_dist=True)
+        self.log("val/accuracy", accuracy, batch_size=len(batch), prog_bar=True, sync_dist=True)
+
+    def test_step(self, batch: UserBatch, batch_idx: int) -> None:
+        predictions, _ = self.answer_choices(batch)
+        accuracy = sum(p == ex.answer for p, ex in zip(predictions, batch.examples)) / len(batch)
+        self.log("test/accuracy", accuracy, batch_size=len(batch), sync_dist=True)
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch.to(device) if isinstance(batch, UserBatch) else super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def configure_optimizers(self):
+        o = self.optim_config
+        main = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("llm.")]
+        lora = [p for n, p in self.named_parameters() if p.requires_grad and n.startswith("llm.")]
+        groups = [{"params": main, "lr": o.lr}]
+        if lora:
+            groups.append({"params": lora, "lr": o.lora_lr})
+        optimizer = torch.optim.AdamW(groups, weight_decay=o.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1000
+
+        def schedule(step: int) -> float:
+            if step < o.warmup_steps:
+                return (step + 1) / (o.warmup_steps + 1)
+            progress = min(1.0, (step - o.warmup_steps) / max(1, total - o.warmup_steps))
+            return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith("llm.") and "lora_" not in k]:
+            del state[key]  # the frozen LLM is recorded by id, never copied
+        checkpoint["user_embed"] = {"llm": self.llm_info, "spec": self.embedder.spec.to_json()}
+
+    def on_fit_end(self) -> None:
+        if self.trainer.is_global_zero:
+            path = self.export_path()
+            self.embedder.save_pretrained(path)
+            log.info("saved embedder to %s", path)
+
+    def export_path(self) -> Path:
+        if self.export_dir:
+            return Path(self.export_dir)
+        base = self.trainer.log_dir if self._trainer is not None and self.trainer.log_dir else "."
+        return Path(base) / "embedder"
+
+
+def _text_dim(datamodule) -> int | None:
+    collator = getattr(datamodule, "collator", None)
+    vectors = getattr(collator, "user_text_vectors", None)
+    return len(next(iter(vectors.values()))) if vectors else None
+
+
+def _load_encoder_checkpoints(embedder: UserEmbedder, sources: list[SourceConfig]) -> None:
+    """Start encoders from pre-trained weights (safetensors) where a source names a checkpoint."""
+    from safetensors.torch import load_file
+
+    from user_embed.errors import CheckpointError
+
+    for source in sources:
+        if not source.checkpoint:
+            continue
+        path = Path(source.checkpoint)
+        path = path / "encoder.safetensors" if path.is_dir() else path
+        if not path.is_file():
+            raise CheckpointError(f"source '{source.name}': encoder checkpoint {path} not found")
+        result = embedder.encoders[source.name].load_state_dict(load_file(str(path)), strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise CheckpointError(f"{path}: does not match encoder '{source.name}' "
+                                  f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
