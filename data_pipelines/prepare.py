@@ -26,6 +26,7 @@ def prepare(
     seed: int = 0,
     build_qa: bool = True,
     report_to: Report = print,
+    qa_config=None,
 ) -> Path:
     """Build UserQA (unless ``build_qa`` is False), write all tables to ``out_dir``, print the report.
 
@@ -41,7 +42,7 @@ def prepare(
     if build_qa:
         from data_pipelines.userqa import build_userqa  # heavy-ish and optional: import on use
 
-        qa, texts, qa_summary = build_userqa(tables["events"], tables["items"], seed=seed)
+        qa, texts, qa_summary = build_userqa(tables["events"], tables["items"], seed=seed, config=qa_config)
         tables["qa"], tables["texts"] = qa, texts
     summary = {
         "counts": {name: df.height for name, df in tables.items()},
@@ -73,4 +74,12 @@ def prepare_movielens_100k(
     from user_embed.assets import movielens_100k_dir
 
     source = movielens_100k_dir(report=report_to)
-    return prepare(import_movielens(source, strict=strict), out_dir, seed=seed, build_qa=build_qa, report_to=report_to)
+    return prepare(import_movielens(source, strict=strict), out_dir, seed=seed, build_qa=build_qa, report_to=report_to,
+                   qa_config=movielens_qa_config())
+
+
+def movielens_qa_config():
+    """UserQA wording for movie data: "movie", "genre", "watched"."""
+    from data_pipelines.userqa import UserQAConfig
+
+    return UserQAConfig(item_noun="movie", category_noun="genre", action_verb="watched")

@@ -20,7 +20,6 @@ template-made description of each user's history before the cutoff.
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 from dataclasses import asdict, dataclass, field
 
@@ -83,7 +82,8 @@ class UserQAConfig:
             if not ok:
                 raise ConfigError(f"UserQAConfig: {message}")
 
-        need(0 < self.history_fraction < 1, f"history_fraction must be in (0, 1), got {self.history_fraction}")
+        need(0 < self.history_fraction < 1,
+             f"history_fraction must be in (0, 1), got {self.history_fraction}")
         need(self.min_history >= 1, f"min_history must be >= 1, got {self.min_history}")
         self.split_fractions = tuple(float(f) for f in self.split_fractions)  # type: ignore[assignment]
         need(len(self.split_fractions) == 3 and min(self.split_fractions) >= 0
@@ -94,7 +94,8 @@ class UserQAConfig:
         need(all(isinstance(n, int) and n >= 0 for n in self.tasks.values()),
              f"task counts must be integers >= 0, got {self.tasks}")
         need(2 <= self.num_options <= 4, f"num_options must be 2-4, got {self.num_options}")
-        need(self.count_window >= 1 and self.recent_window >= 1, "count_window and recent_window must be >= 1")
+        need(self.count_window >= 1 and self.recent_window >= 1,
+             "count_window and recent_window must be >= 1")
         try:
             bounds = bucket_bounds(tuple(self.count_buckets))
         except ValueError:
@@ -102,7 +103,8 @@ class UserQAConfig:
         contiguous = bool(bounds) and bounds[0][0] == 0 and bounds[-1][1] == self.count_window and all(
             lo <= hi for lo, hi in bounds) and all(b[0] == a[1] + 1 for a, b in zip(bounds, bounds[1:]))
         need(contiguous and 2 <= len(bounds) <= 4,
-             f"count_buckets must be 2-4 labels like '0', '1-2' covering 0..{self.count_window}, got {self.count_buckets}")
+             f"count_buckets must be 2-4 labels like '0', '1-2' covering 0..{self.count_window}, "
+             f"got {self.count_buckets}")
         need(0 <= self.distractor_max_ratio < 1, "distractor_max_ratio must be in [0, 1)")
         need(0 <= self.min_shift < 1, "min_shift must be in [0, 1)")
         need(0 < self.max_majority_share <= 1, "max_majority_share must be in (0, 1]")
@@ -125,26 +127,26 @@ def _encode_items(items: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def cutoff_position(n: int, history_fraction: float) -> int:
-    """Index of the cutoff event among a user's n sorted events (tolerant to float error)."""
-    return math.floor(history_fraction * n + 1e-9)
-
-
 def _sort_events(ev: pl.DataFrame) -> pl.DataFrame:
-    """Sort by (user_id, timestamp, item_id); one packed integer key when timestamps allow."""
+    """Sort by (user_id, timestamp, item_id, value); a packed integer key when timestamps allow.
+    ``value`` only breaks ties between repeated events, so the order never depends on input order."""
     if ev.is_empty():
         return ev
     t_min, t_max = ev["timestamp"].min(), ev["timestamp"].max()
     if t_max - t_min < 2**32:
         key = pl.col("user_id").to_physical().cast(pl.UInt64) * pl.lit(2**32, dtype=pl.UInt64) + (
             pl.col("timestamp") - t_min).cast(pl.UInt64)
-        return ev.with_columns(key.alias("_key")).sort("_key", "item_id").drop("_key")
-    return ev.sort("user_id", "timestamp", "item_id")
+        return ev.with_columns(key.alias("_key")).sort("_key", "item_id", "value").drop("_key")
+    return ev.sort("user_id", "timestamp", "item_id", "value")
 
 
-def _history_and_future(ev: pl.DataFrame, config: UserQAConfig):
-    """Per-user cutoff, eligible users, history before the cutoff, first event at/after it."""
+def _history_and_future(
+    ev: pl.DataFrame, config: UserQAConfig
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dict[str, int], int]:
+    """Eligible users (user_id, cutoff, n_hist), their history (events before the cutoff, with
+    pos/rpos), their first event at/after the cutoff, skipped-user counts and the user count."""
     ev = _sort_events(ev)
+    # cutoff = timestamp at index floor(history_fraction * n); the epsilon absorbs float error
     index = ((pl.len() * config.history_fraction) + 1e-9).floor().cast(pl.Int64)
     ev = ev.with_columns(
         pl.int_range(pl.len()).over("user_id").alias("pos"),
@@ -198,7 +200,8 @@ def _fill(template: str, values: dict[str, pl.Expr]) -> pl.Expr:
 
 def _finish(rows: pl.DataFrame, task: str, ctx: QAContext, users: pl.DataFrame) -> pl.DataFrame:
     """Drop duplicate questions, shuffle options, write the question text, add split/cutoff."""
-    rows = rows.with_columns(pl.col("options").list.sort().alias("_opts"))
+    sorted_options = pl.col("options").list.eval(pl.element().sort())  # faster than list.sort()
+    rows = rows.with_columns(sorted_options.alias("_opts"))
     rows = rows.sort("user_id", "replica").unique(
         ["user_id", "answer", "_opts", "subject"], keep="first", maintain_order=True).drop("_opts")
     rows = rows.with_row_index("_row")
@@ -231,7 +234,9 @@ def balance_cap(counts: list[int], max_share: float) -> int | None:
     return lo or None
 
 
-def _balance(rows: pl.DataFrame, max_share: float, rng: np.random.Generator) -> tuple[pl.DataFrame, int, bool]:
+def _balance(
+    rows: pl.DataFrame, max_share: float, rng: np.random.Generator
+) -> tuple[pl.DataFrame, int, bool]:
     """Downsample over-represented answers per split (seeded); returns rows, dropped, balanced."""
     caps, balanced = {}, True
     for (split,), group in rows.group_by(["split"]):
@@ -278,7 +283,9 @@ def _texts(users: pl.DataFrame, history: pl.DataFrame, stats: pl.DataFrame, item
     cat_p = config.category_noun_plural or plural(config.category_noun)
     month = lambda c: pl.from_epoch(pl.col(c), time_unit="s").dt.strftime("%Y-%m")  # noqa: E731
     base = history.group_by("user_id").agg(
-        pl.len().alias("n"), pl.col("timestamp").min().alias("first"), pl.col("timestamp").max().alias("last"),
+        pl.len().alias("n"),
+        pl.col("timestamp").min().alias("first"),
+        pl.col("timestamp").max().alias("last"),
         pl.col("value").mean().alias("mean"),
     )
     top = (
@@ -324,6 +331,8 @@ def build_userqa(
     config = UserQAConfig() if config is None else config
     if not isinstance(config, UserQAConfig):
         raise ConfigError(f"config must be a UserQAConfig, got {type(config).__name__}")
+    if not isinstance(seed, int):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
     validate("events", events)
     validate("items", items)
     items = _encode_items(items)
@@ -355,10 +364,11 @@ def build_userqa(
     for task, spec in TASKS.items():
         entry: dict = {"family": spec.family}
         count = config.tasks.get(task, 0)
-        if count == 0 or (task == "next_rating" and not has_values) or vocab.is_empty():
-            entry["skipped"] = ("disabled in config" if count == 0 else
-                                "events have no values" if task == "next_rating" and not has_values else
-                                "items have no categories")
+        skip = ("disabled in config" if count == 0 else
+                "events have no values" if task == "next_rating" and not has_values else
+                "items have no categories" if task != "next_rating" and vocab.is_empty() else None)
+        if skip:
+            entry["skipped"] = skip
             entry["rows"] = {s: 0 for s in (*SPLITS, "all")}
             task_summaries[task] = entry
             continue

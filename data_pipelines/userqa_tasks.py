@@ -92,7 +92,7 @@ def sample_excluding(
 
     Draws with replacement and rejects excluded/duplicate picks (sequential weighted
     sampling); the few rows still short after three rounds get an exact weighted ordering of
-    all allowed categories (Efraimidis-Spirakis keys).
+    all allowed categories (Efraimidis-Spirakis keys), in chunks that bound memory.
     """
     list_type = pl.List(vocab.schema["category"])
     schema = {**{c: keys_df.schema[c] for c in KEYS}, "distractors": list_type}
@@ -103,6 +103,8 @@ def sample_excluding(
     probs = weights / weights.sum()
     min_weight = "_min_weight" in keys_df.columns
     remaining = keys_df.select(*KEYS, *(["_min_weight"] if min_weight else [])).sort(KEYS)
+    if min_weight:  # nothing is more popular than the most popular category
+        remaining = remaining.filter(pl.col("_min_weight") < weights.max())
     found: list[pl.DataFrame] = []
     draws = 2 * k + 4
     for _ in range(3):
@@ -127,13 +129,14 @@ def sample_excluding(
         found.append(got)
         remaining = remaining.join(got.select(KEYS), on=KEYS, how="anti").sort(KEYS)
         draws *= 4
-    if not remaining.is_empty():
-        allowed = (
-            remaining.join(vocab, how="cross")
-            .join(excluded, on=["user_id", "category"], how="anti")
-            .filter(pl.col("weight") > pl.col("_min_weight") if min_weight else pl.lit(True))
-            .sort([*KEYS, "category"])
-        )
+    chunk_rows = max(1, 2_000_000 // len(cats))
+    for start in range(0, remaining.height, chunk_rows):
+        chunk = remaining.slice(start, chunk_rows)
+        if min_weight:
+            allowed = chunk.join_where(vocab, pl.col("weight") > pl.col("_min_weight"))
+        else:
+            allowed = chunk.join(vocab, how="cross")
+        allowed = allowed.join(excluded, on=["user_id", "category"], how="anti").sort([*KEYS, "category"])
         u = rng.random(allowed.height)
         allowed = allowed.with_columns((pl.Series(-np.log1p(-u)) / pl.col("weight")).alias("_key"))
         found.append(
@@ -151,7 +154,9 @@ def with_replicas(users: pl.DataFrame, replicas: int) -> pl.DataFrame:
     )
 
 
-def choose_distractors(ctx: QAContext, task: str, answers: pl.DataFrame, excluded: pl.DataFrame) -> pl.DataFrame:
+def choose_distractors(
+    ctx: QAContext, task: str, answers: pl.DataFrame, excluded: pl.DataFrame
+) -> pl.DataFrame:
     """``num_options - 1`` distractors per question (KEYS + ``distractors``), see sample_excluding.
 
     For a seeded half of the questions the first distractor is drawn among categories more
@@ -293,14 +298,18 @@ def next_rating(ctx: QAContext, task: str, replicas: int) -> TaskResult:
     return TaskResult(_rows(nxt, high, _label_list(["high", "low"]), pl.col("title")), funnel.lost)
 
 
-def _top_category(ctx: QAContext, task: str, replicas: int, count_col: str, window: pl.Expr | None) -> TaskResult:
+def _top_category(
+    ctx: QAContext, task: str, replicas: int, count_col: str, window: pl.Expr | None
+) -> TaskResult:
     """Most frequent category by ``count_col`` vs categories with at most ratio x its count."""
     funnel = _Funnel(ctx.users.height)
-    counts = ctx.stats.filter(pl.col(count_col) > 0).select("user_id", "category", pl.col(count_col).alias("count"))
+    counts = ctx.stats.filter(pl.col(count_col) > 0).select(
+        "user_id", "category", pl.col(count_col).alias("count"))
     counts = funnel.keep(counts, "no categories in history").with_columns(
         pl.col("count").max().over("user_id").alias("top")
     )
-    tops = with_replicas(ctx.users, replicas).join(counts.filter(pl.col("count") == pl.col("top")), on="user_id")
+    tops = counts.filter(pl.col("count") == pl.col("top"))
+    tops = with_replicas(ctx.users, replicas).join(tops, on="user_id")
     answers = pick_random(tops, KEYS, "category", ctx.rng(task, "answer"))
     too_close = counts.filter(pl.col("count") > ctx.config.distractor_max_ratio * pl.col("top"))
     distractors = choose_distractors(ctx, task, answers, too_close.select("user_id", "category"))
@@ -325,7 +334,8 @@ def interest_shift(ctx: QAContext, task: str, replicas: int) -> TaskResult:
     funnel = _Funnel(ctx.users.height)
     n_old = pl.col("n_hist") // 2
     change = pl.col("n_new") / (pl.col("n_hist") - n_old) - (pl.col("n_all") - pl.col("n_new")) / n_old
-    shifts = ctx.stats.join(ctx.users, on="user_id").with_columns(change.alias("change"))
+    users = funnel.keep(ctx.users.filter(pl.col("n_hist") >= 2), "history shorter than 2")
+    shifts = ctx.stats.join(users, on="user_id").with_columns(change.alias("change"))
     shifts = shifts.filter(pl.col("change").abs() > ctx.config.min_shift)
     shifts = funnel.keep(shifts, f"no share change above {ctx.config.min_shift}")
     shifts = shifts.filter(pl.col("change").abs() == pl.col("change").abs().max().over("user_id"))

@@ -105,3 +105,33 @@ def write_tiny_dataset(folder: Path, n_users: int = 24, events_per_user: int = 1
 @pytest.fixture()
 def tiny_data_dir(tmp_path) -> Path:
     return write_tiny_dataset(tmp_path / "data")
+
+
+def build_tiny_text_encoder(folder: Path, tokenizer_dir: Path, hidden: int = 32, seed: int = 0) -> Path:
+    """Save a random 1-layer BERT that reuses the tiny LLM's word-level tokenizer (a stand-in for MiniLM)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=2 * hidden, max_position_embeddings=128,
+                        pad_token_id=tokenizer.pad_token_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    BertModel(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_text_encoder_dir(tmp_path_factory, tiny_llm_dir) -> Path:
+    """A tiny BERT folder to pass as ``text_encoder`` (item texts, contrastive user texts) instead of MiniLM."""
+    return build_tiny_text_encoder(tmp_path_factory.mktemp("tiny-text-encoder"), tiny_llm_dir)
+
+
+@pytest.fixture()
+def user_embed_home(tmp_path, monkeypatch) -> Path:
+    """Point ``USER_EMBED_HOME`` (asset and text-vector caches) at a fresh tmp folder for one test."""
+    home = tmp_path / "user-embed-home"
+    monkeypatch.setenv("USER_EMBED_HOME", str(home))
+    return home

@@ -86,7 +86,8 @@ class Adapter(nn.Module):
         return cls(source_dims, llm_dim, llm_embed_rms, config.kind, config.num_tokens, config.dim, config.layers,
                    config.heads, config.instruction_aware, llm_dim, config.user_dim, config.dropout)
 
-    def forward(self, sources: dict[str, EncoderOutput], question: torch.Tensor | None = None) -> AdapterOutput:
+    def fuse(self, sources: dict[str, EncoderOutput]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """All sources' tokens in the adapter width: tokens (B, N, D), mask (B, N), pooled (B, D)."""
         projected, masks = [], []
         for i, name in enumerate(self.source_names):
             out = sources[name]
@@ -94,7 +95,14 @@ class Adapter(nn.Module):
             masks.append(out.mask)
         tokens = torch.cat(projected, 1)  # (B, N, D)
         mask = torch.cat(masks, 1)  # (B, N)
-        pooled = masked_mean(tokens, mask)  # (B, D)
+        return tokens, mask, masked_mean(tokens, mask)
+
+    def user_vector(self, sources: dict[str, EncoderOutput]) -> torch.Tensor:
+        """The question-independent pooled user vector (B, user_dim)."""
+        return self.user_head(self.fuse(sources)[2])
+
+    def forward(self, sources: dict[str, EncoderOutput], question: torch.Tensor | None = None) -> AdapterOutput:
+        tokens, mask, pooled = self.fuse(sources)  # (B, N, D), (B, N), (B, D)
         cond = None
         if self.instruction_aware:
             if question is None:

@@ -52,8 +52,14 @@ class UserEmbedder(nn.Module):
 
     def forward(self, inputs: SourceInputs, question: torch.Tensor | None = None) -> AdapterOutput:
         """inputs: the batch's histories/profiles; question: (B, d_llm) mean question embedding or None."""
-        encoded = {s.name: self.encoders[s.name](inputs.tail(s.max_len)) for s in self.source_configs}
-        return self.adapter(encoded, question)
+        return self.adapter(self._encode(inputs), question)
+
+    def user_vectors(self, inputs: SourceInputs) -> torch.Tensor:
+        """One question-independent vector per user: (B, user_dim)."""
+        return self.adapter.user_vector(self._encode(inputs))
+
+    def _encode(self, inputs: SourceInputs) -> dict:
+        return {s.name: self.encoders[s.name](inputs.tail(s.max_len)) for s in self.source_configs}
 
     # ---- persistence -------------------------------------------------------------------------
     def config_dict(self) -> dict:
@@ -105,6 +111,11 @@ class UserEmbedder(nn.Module):
             raise CheckpointError(f"{config_path}: invalid embedder config ({exc})") from exc
         model = cls(sources, adapter, spec, llm_info)
         state = load_file(str(weights_path))
+        expected = model.state_dict()
+        wrong_shape = [f"{k}: saved {tuple(v.shape)}, config gives {tuple(expected[k].shape)}"
+                       for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+        if wrong_shape:  # load_state_dict would raise a many-line RuntimeError instead
+            raise CheckpointError(f"{weights_path}: weights do not match {CONFIG_NAME} ({'; '.join(wrong_shape[:3])})")
         result = model.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
             raise CheckpointError(f"{weights_path}: weights do not match {CONFIG_NAME} "

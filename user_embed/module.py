@@ -22,7 +22,7 @@ from user_embed.errors import ConfigError
 from user_embed.eval.choice import pick, score_options
 from user_embed.llm.load import load_llm
 from user_embed.llm.prompt import PromptBuilder
-from user_embed.llm.soft_prompt import PromptBatch, collate_prompts, mean_question_embedding, splice_soft_prompt
+from user_embed.llm.soft_prompt import IGNORE_INDEX, PromptBatch, collate_prompts, mean_question_embedding, splice_soft_prompt
 from user_embed.losses import ContrastiveLoss, answer_loss
 
 log = logging.getLogger(__name__)
@@ -128,11 +128,14 @@ class UserEmbedModule(L.LightningModule):
         return splice_soft_prompt(embeds, prompt.soft_mask, out.soft_prompt), out
 
     def losses(self, batch: UserBatch) -> dict[str, torch.Tensor]:
-        prompt = self.prompt_batch(batch.examples, with_answers=True)
+        # Left padding puts every answer at the end, so logits are needed only for the last `keep` positions.
+        prompt = self.prompt_batch(batch.examples, with_answers=True, padding_side="left")
         embeds, out = self.inputs_embeds(batch, prompt)
+        answer_rows = (prompt.labels != IGNORE_INDEX).any(0)  # (T,)
+        keep = int(prompt.labels.shape[1] - answer_rows.nonzero()[0, 0]) + 1 if answer_rows.any() else prompt.labels.shape[1]
         logits = self.llm(inputs_embeds=embeds, attention_mask=prompt.attention_mask,
-                          position_ids=prompt.position_ids).logits  # (B, T, V)
-        losses = {"qa_loss": answer_loss(logits, prompt.labels)}
+                          position_ids=prompt.position_ids, logits_to_keep=keep).logits  # (B, keep, V)
+        losses = {"qa_loss": answer_loss(logits, prompt.labels[:, -logits.shape[1]:])}
         total = losses["qa_loss"]
         if self.contrastive is not None and batch.text_vectors is not None:
             losses["contrastive_loss"] = self.contrastive(out.user_vector, batch.text_vectors, batch.user_index)

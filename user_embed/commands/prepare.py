@@ -45,11 +45,11 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-qa", action="store_true", help="write events/items/users only, no UserQA questions")
 
 
-def write(result, args: argparse.Namespace) -> int:
+def write(result, args: argparse.Namespace, qa_config=None) -> int:
     """Build UserQA (unless --no-qa) and write ``args.out``."""
     from data_pipelines.prepare import prepare
 
-    prepare(result, args.out, seed=args.seed, build_qa=not args.no_qa)
+    prepare(result, args.out, seed=args.seed, build_qa=not args.no_qa, qa_config=qa_config)
     return 0
 
 
@@ -80,8 +80,9 @@ def _movielens_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_movielens(args: argparse.Namespace) -> int:
     from data_pipelines.movielens import import_movielens
+    from data_pipelines.prepare import movielens_qa_config
 
-    return write(import_movielens(args.path, strict=args.strict), args)
+    return write(import_movielens(args.path, strict=args.strict), args, movielens_qa_config())
 
 
 #: ``--flag`` of `prepare events` → ColumnMapping field it sets (flags override the YAML mapping).

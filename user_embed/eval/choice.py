@@ -17,7 +17,8 @@ def score_options(llm, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor
     batch = inputs_embeds.shape[0]
     if not bool(attention_mask[:, -1].all()):
         raise ValueError("score_options needs left-padded prompts (last column real for every row)")
-    out = llm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=True)
+    out = llm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
+              logits_to_keep=1)  # only the last position's logits: (B, 1, V)
     first = F.log_softmax(out.logits[:, -1].float(), -1)  # (B, V)
     n_opt = max(len(o) for o in options)
     length = max(len(ids) for opts in options for ids in opts)

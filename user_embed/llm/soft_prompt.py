@@ -32,7 +32,8 @@ class PromptBatch:
 
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """(B, T) mask → (B, T) position ids 0,1,2… over real tokens (padding gets 0)."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    mask = attention_mask.long()
+    return (mask.cumsum(-1) - 1).clamp(min=0) * mask
 
 
 def collate_prompts(prompts: list[PromptIds], pad_id: int, padding_side: str = "right") -> PromptBatch:

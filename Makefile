@@ -1,0 +1,38 @@
+# The README's two commands:  `make demo` (the main job) and `make test` (the test suite).
+# Each creates .venv in the checkout if missing and installs what it needs (CPU torch via constraints-cpu.txt).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DATA   := data/ml-100k
+RUN    := runs/quickstart
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-fast assets clean
+
+$(STAMP): pyproject.toml constraints-cpu.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints-cpu.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+assets: install
+	$(BIN)/user-embed assets
+
+demo: assets
+	$(BIN)/user-embed prepare movielens-100k --out $(DATA)
+	$(BIN)/user-embed fit --config configs/quickstart.yaml
+	$(BIN)/user-embed evaluate --checkpoint $(RUN)/embedder --data $(DATA) --out $(RUN)/eval --max-per-task 20 --no-progress
+	$(BIN)/user-embed generate --checkpoint $(RUN)/embedder --data $(DATA) --user first-test \
+	  --question "Which genres does this user like most? Answer in one sentence." --max-new-tokens 40
+	@echo "report: $(RUN)/eval/report.md"
+
+test: assets
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean:
+	rm -rf runs lightning_logs .pytest_cache

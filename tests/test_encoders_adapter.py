@@ -1,0 +1,201 @@
+"""Source encoders (sequence, text, tabular) and the adapter: shapes, masks, padding invariance,
+empty histories, the registry, output scale and instruction awareness.
+
+Inputs are built by hand from per-user event lists, left-padded to any length, so the same
+user can be seen with more or less padding and next to different neighbours.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from user_embed.adapter import Adapter
+from user_embed.config import AdapterConfig, SourceConfig
+from user_embed.data.spec import DataSpec
+from user_embed.encoders import SourceInputs, build_encoder, list_encoders
+from user_embed.encoders.registry import get_encoder_builder
+from user_embed.errors import ConfigError
+
+D_LLM, RMS = 64, 0.02
+TEXT_MODEL = "tiny-text"
+
+
+@pytest.fixture(scope="module")
+def spec() -> DataSpec:
+    torch.manual_seed(0)
+    vectors = torch.randn(12, 8)
+    vectors[:2] = 0  # padding and unknown item rows
+    return DataSpec(item_ids=[f"i{i}" for i in range(10)], categories=["a", "b", "c"], max_categories=2,
+                    value_mean=3.0, value_std=1.0, profile_cat_fields={"gender": ["F", "M"]},
+                    profile_num_fields={"age": [30.0, 10.0]}, text_dims={TEXT_MODEL: 8},
+                    item_vectors={TEXT_MODEL: vectors})
+
+
+# per-user events: (item index ≥ 2, value or None, gap bucket); profile: (gender index, age or None)
+USERS = {
+    "long": ([(2, 1.0, 3), (5, None, 2), (7, -0.5, 2), (3, 0.2, 1), (9, 1.5, 0)], (1, 0.5)),
+    "short": ([(4, 0.3, 5), (6, -1.0, 0)], (2, None)),
+    "empty": ([], (1, -1.2)),
+    "empty_other": ([], (2, 1.5)),  # no events either, another profile
+    "nobody": ([], (0, None)),  # no events, no profile
+}
+CATEGORIES = torch.tensor([[0, 0], [0, 0], [1, 0], [2, 3], [3, 0], [1, 2], [2, 0], [3, 1], [1, 0], [2, 0], [3, 0],
+                           [1, 3]])
+
+
+def make_inputs(names: list[str], length: int) -> SourceInputs:
+    """Left-padded (right-aligned) histories of the named users, ``length`` columns."""
+    batch = len(names)
+    items = torch.zeros(batch, length, dtype=torch.long)
+    values = torch.zeros(batch, length)
+    has_value = torch.zeros(batch, length, dtype=torch.bool)
+    gaps = torch.zeros(batch, length, dtype=torch.long)
+    cat = torch.zeros(batch, 1, dtype=torch.long)
+    num = torch.zeros(batch, 1)
+    num_mask = torch.zeros(batch, 1, dtype=torch.bool)
+    for row, name in enumerate(names):
+        events, (gender, age) = USERS[name]
+        n = len(events)
+        for j, (item, value, gap) in enumerate(events):
+            col = length - n + j
+            items[row, col], gaps[row, col] = item, gap
+            if value is not None:
+                values[row, col], has_value[row, col] = value, True
+        cat[row, 0] = gender
+        if age is not None:
+            num[row, 0], num_mask[row, 0] = age, True
+    return SourceInputs(items=items, categories=CATEGORIES[items], values=values, has_value=has_value, gaps=gaps,
+                        mask=items > 0, profile_cat=cat, profile_num=num, profile_num_mask=num_mask)
+
+
+def make_encoder(kind: str, spec: DataSpec, **overrides):
+    config = SourceConfig(kind=kind, dim=16, heads=2, layers=2, max_len=12, num_tokens=3, text_encoder=TEXT_MODEL,
+                          **overrides)
+    torch.manual_seed(1)
+    return build_encoder(config, spec).eval()
+
+
+def test_registry_lists_builtin_kinds_and_rejects_unknown(spec):
+    assert {"sequence", "text", "tabular"} <= set(list_encoders())
+    with pytest.raises(ConfigError, match="unknown encoder kind 'graph'.*sequence"):
+        get_encoder_builder("graph")
+    with pytest.raises(ConfigError, match="'graph'"):
+        build_encoder(SourceConfig(kind="graph"), spec)
+    with pytest.raises(ConfigError, match="divisible"):
+        SourceConfig(kind="sequence", dim=10, heads=4)
+
+
+@pytest.mark.parametrize("kind, tokens", [("sequence", 7), ("text", 3), ("tabular", 2)])
+def test_output_shapes_and_masks(spec, kind, tokens):
+    encoder = make_encoder(kind, spec)
+    out = encoder(make_inputs(["long", "short", "empty"], 7))
+    assert out.tokens.shape == (3, tokens, 16) and out.mask.shape == (3, tokens) and out.mask.dtype == torch.bool
+    assert torch.isfinite(out.tokens).all()
+    if kind == "sequence":  # one token per event, padding masked and zeroed
+        assert out.mask.sum(1).tolist() == [5, 2, 0]
+        assert (out.tokens[~out.mask] == 0).all()
+    elif kind == "text":  # K pooled tokens for users with history, none for the empty one
+        assert out.mask.all(1).tolist() == [True, True, False]
+    else:  # one token per profile field; the short user's age is missing
+        assert out.mask.tolist() == [[True, True], [True, False], [True, True]]
+
+
+@pytest.mark.parametrize("kind", ["sequence", "text", "tabular"])
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
+def test_padding_and_neighbours_do_not_change_a_users_output(spec, kind, grad):
+    encoder = make_encoder(kind, spec)
+    with torch.set_grad_enabled(grad):
+        alone = encoder(make_inputs(["long"], 5))  # no padding at all
+        padded = encoder(make_inputs(["short", "long", "empty"], 11))  # 6 padding columns, other users around
+    reference = alone.tokens[0][alone.mask[0]]
+    torch.testing.assert_close(padded.tokens[1][padded.mask[1]], reference, rtol=1e-4, atol=1e-5)
+    if kind == "sequence":
+        assert padded.mask[1].sum() == 5 and padded.mask[1, -5:].all()
+
+
+def test_sequence_encoder_reads_the_history(spec):
+    encoder = make_encoder("sequence", spec)
+    out = encoder(make_inputs(["long", "short"], 5))
+    changed = make_inputs(["long", "short"], 5)
+    changed.items[0, 0] = 8  # another item in the oldest event of the first user
+    out2 = encoder(changed)
+    assert not torch.allclose(out.tokens[0], out2.tokens[0])
+    torch.testing.assert_close(out.tokens[1], out2.tokens[1])  # the other user is untouched
+
+
+def test_tail_keeps_the_most_recent_events(spec):
+    inputs = make_inputs(["long", "short"], 6)
+    tail = inputs.tail(3)
+    assert tail.items.shape == (2, 3) and tail.categories.shape == (2, 3, 2)
+    assert tail.items[0].tolist() == [7, 3, 9] and tail.items[1].tolist() == [0, 4, 6]
+    assert tail.profile_cat is inputs.profile_cat
+    assert inputs.tail(10).items.shape == (2, 6)
+
+
+def _sources(spec: DataSpec, names: list[str], length: int = 8):
+    encoders = {kind: make_encoder(kind, spec) for kind in ("sequence", "text", "tabular")}
+    inputs = make_inputs(names, length)
+    return {kind: encoder(inputs) for kind, encoder in encoders.items()}
+
+
+def make_adapter(kind: str, num_tokens: int = 4, instruction_aware: bool = True) -> Adapter:
+    config = AdapterConfig(kind=kind, num_tokens=num_tokens, dim=32, layers=2, heads=2,
+                           instruction_aware=instruction_aware, user_dim=24)
+    torch.manual_seed(2)
+    return Adapter.from_config(config, {"sequence": 16, "text": 16, "tabular": 16}, D_LLM, RMS).eval()
+
+
+@pytest.mark.parametrize("kind", ["mlp", "resampler"])
+@pytest.mark.parametrize("num_tokens", [1, 8])
+def test_adapter_shapes_and_llm_embedding_scale(spec, kind, num_tokens):
+    adapter = make_adapter(kind, num_tokens)
+    sources = _sources(spec, ["long", "short", "empty"])
+    out = adapter(sources, torch.randn(3, D_LLM))
+    assert out.soft_prompt.shape == (3, num_tokens, D_LLM)
+    assert out.user_vector.shape == (3, 24)
+    assert torch.isfinite(out.soft_prompt).all() and torch.isfinite(out.user_vector).all()
+    rms = out.soft_prompt.pow(2).mean(-1).sqrt()  # (B, K): every soft token at the LLM's embedding scale
+    torch.testing.assert_close(rms, torch.full_like(rms, RMS), rtol=1e-3, atol=0)
+    # users differ → soft prompts differ
+    assert not torch.allclose(out.soft_prompt[0], out.soft_prompt[1], atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "resampler"])
+def test_instruction_awareness(spec, kind):
+    sources = _sources(spec, ["long", "short"])
+    q1, q2 = torch.randn(2, D_LLM) * RMS, torch.randn(2, D_LLM) * RMS
+    aware = make_adapter(kind, instruction_aware=True)
+    a1, a2 = aware(sources, q1), aware(sources, q2)
+    # another question, another soft prompt (well above float noise; the blind adapter below is exact)
+    assert (a1.soft_prompt - a2.soft_prompt).abs().max() > 1e-4
+    torch.testing.assert_close(a1.user_vector, a2.user_vector)  # the pooled user vector ignores the question
+    with pytest.raises(ValueError, match="instruction-aware"):
+        aware(sources, None)
+    blind = make_adapter(kind, instruction_aware=False)
+    b1, b2, b0 = blind(sources, q1), blind(sources, q2), blind(sources, None)
+    assert torch.equal(b1.soft_prompt, b2.soft_prompt) and torch.equal(b1.soft_prompt, b0.soft_prompt)
+
+
+def test_user_without_events_gets_a_finite_profile_only_embedding(spec):
+    adapter = make_adapter("resampler")
+    question = torch.randn(1, D_LLM) * RMS
+    sources = _sources(spec, ["empty"])
+    out = adapter(sources, question)
+    assert torch.isfinite(out.soft_prompt).all() and torch.isfinite(out.user_vector).all()
+    # the profile is what the embedding carries: another profile → another embedding
+    out2 = adapter(_sources(spec, ["empty_other"]), question)
+    assert not torch.allclose(out.soft_prompt, out2.soft_prompt, atol=1e-4)
+    # no events and no profile at all: still finite (attends to padding instead of producing NaN)
+    out3 = adapter(_sources(spec, ["nobody"]), question)
+    assert torch.isfinite(out3.soft_prompt).all() and torch.isfinite(out3.user_vector).all()
+    # gradients are finite too (a NaN here would poison training)
+    adapter.train()
+    loss = adapter(_sources(spec, ["empty", "long"]), torch.randn(2, D_LLM)).soft_prompt.pow(2).sum()
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in adapter.parameters() if p.grad is not None)
+
+
+def test_unknown_adapter_kind_is_a_config_error():
+    with pytest.raises(ConfigError, match="adapter.kind 'qformer'"):
+        AdapterConfig(kind="qformer")

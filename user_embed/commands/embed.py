@@ -1,0 +1,55 @@
+"""`user-embed embed --checkpoint EMBEDDER --data DIR --out users.parquet`: one vector per user.
+
+Each user's vector is the embedder's pooled, question-independent user vector over the
+user's whole history (or the history before ``--cutoff`` Unix seconds). Users with no events
+get a profile-only vector (documented rule), and are counted in the printed summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from user_embed.errors import UserError
+
+
+def main(argv: list[str], command: str = "embed") -> int:
+    p = argparse.ArgumentParser(prog="user-embed embed", description=__doc__)
+    p.add_argument("--checkpoint", required=True, help="embedder folder (save_pretrained output)")
+    p.add_argument("--data", required=True, help="prepared data folder")
+    p.add_argument("--out", required=True, help="output parquet file (user_id, embedding)")
+    p.add_argument("--users", default=None, help="comma-separated user ids (default: every user in users.parquet)")
+    p.add_argument("--cutoff", type=int, default=None, help="only events before this Unix time")
+    args = p.parse_args(argv)
+    import polars as pl
+
+    from data_pipelines.schema import read_table
+    from user_embed.data.collate import Collator
+    from user_embed.data.history import UserHistories, category_table
+    from user_embed.data.profiles import ProfileTable
+    from user_embed.embedder import UserEmbedder
+    from user_embed.eval.embed_users import embed_users
+
+    embedder = UserEmbedder.from_pretrained(args.checkpoint)
+    events, items, users = (read_table(args.data, t) for t in ("events", "items", "users"))
+    histories = UserHistories(events, embedder.spec)
+    collator = Collator(histories, category_table(embedder.spec, items), embedder.max_len,
+                        ProfileTable(users, embedder.spec))
+    ids = users["user_id"].to_list()
+    if args.users:
+        wanted = [u.strip() for u in args.users.split(",") if u.strip()]
+        unknown = [u for u in wanted if u not in set(ids) and u not in histories]
+        if unknown:
+            raise UserError(f"--users: unknown user id(s) {unknown[:5]} (not in {args.data})")
+        ids = wanted
+    vectors = embed_users(embedder, collator, ids, [args.cutoff] * len(ids))
+    frame = pl.DataFrame({"user_id": ids, "embedding": vectors.tolist(),
+                          "has_events": [u in histories for u in ids]})
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    frame.write_parquet(tmp)
+    tmp.replace(out)
+    no_events = int((~frame["has_events"]).sum())
+    print(f"wrote {out}: {len(ids):,} users x {vectors.shape[1]} dims ({no_events} with no events: profile-only vectors)")
+    return 0

@@ -1,0 +1,172 @@
+"""Pre-trained encoder checkpoints: ``encoder.safetensors`` + ``config.json`` (+ ``head.safetensors``).
+
+``config.json`` records the encoder's architecture (kind, dim, layers, heads, max_len), the
+data vocabularies it was trained on (``spec``: item ids in table order, categories, value
+statistics) and the pre-training report. A UserEmbedder source loads it with
+``checkpoint: <folder>`` (``freeze: true`` keeps it fixed); :func:`load_encoder_checkpoint`
+refuses a checkpoint whose architecture or item/category vocabulary differs from the data, with
+a message that says what differs. Weights are safetensors only: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from user_embed.config import SourceConfig
+from user_embed.data.spec import DataSpec
+from user_embed.errors import CheckpointError
+
+ENCODER_WEIGHTS, HEAD_WEIGHTS, CONFIG_NAME, CARD_NAME = "encoder.safetensors", "head.safetensors", "config.json", "README.md"
+FORMAT_VERSION = 1
+CHECKPOINT_TYPE = "user_embed.pretrained_encoder"
+ARCHITECTURE_FIELDS = ("kind", "dim", "layers", "heads", "max_len")
+
+
+def vocabulary_digest(ids: list[str]) -> str:
+    """sha256 of the ids in table order (two vocabularies match iff ids and order match)."""
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+
+
+def save_encoder_checkpoint(directory: str | Path, encoder: nn.Module, source: SourceConfig, spec: DataSpec,
+                            head: nn.Module | None = None, report: dict | None = None) -> Path:
+    """Write encoder (+ head) weights, config.json and a short card into ``directory`` atomically."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    architecture = {k: v for k, v in asdict(source).items() if k not in ("checkpoint", "freeze", "name")}
+    config = {
+        "format_version": FORMAT_VERSION,
+        "type": CHECKPOINT_TYPE,
+        "source": architecture,
+        "item_vocabulary": {"items": len(spec.item_ids), "table_rows": spec.num_items,
+                            "reserved_rows": {"0": "padding", "1": "unknown item"},
+                            "sha256": vocabulary_digest(spec.item_ids)},
+        "spec": spec.to_json(),
+        "pretrain": report or {},
+    }
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}, str(tmp / ENCODER_WEIGHTS))
+        if head is not None:
+            save_file({k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}, str(tmp / HEAD_WEIGHTS))
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str))
+        (tmp / CARD_NAME).write_text(_card(config))
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def read_checkpoint_config(directory: str | Path) -> dict:
+    """The checkpoint's config.json; CheckpointError when the folder is not a pre-trained encoder."""
+    directory = Path(directory)
+    if directory.is_file() and directory.name == ENCODER_WEIGHTS:
+        directory = directory.parent
+    config_path = directory / CONFIG_NAME
+    if not (directory / ENCODER_WEIGHTS).is_file() or not config_path.is_file():
+        raise CheckpointError(f"{directory}: not a pre-trained encoder (needs {ENCODER_WEIGHTS} and {CONFIG_NAME}; "
+                              f"write one with `user-embed pretrain`)")
+    try:
+        config = json.loads(config_path.read_text())
+        config["source"], config["spec"]  # noqa: B018 - required keys
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{config_path}: invalid encoder checkpoint config ({exc})") from exc
+    if config.get("type") != CHECKPOINT_TYPE:
+        raise CheckpointError(f"{config_path}: type is {config.get('type')!r}, expected {CHECKPOINT_TYPE!r}")
+    return config
+
+
+def check_encoder_checkpoint(directory: str | Path, source: SourceConfig, spec: DataSpec) -> dict:
+    """Raise CheckpointError unless the checkpoint fits ``source``'s architecture and the data's vocabularies."""
+    config = read_checkpoint_config(directory)
+    where = f"source '{source.name}': encoder checkpoint {directory}"
+    saved = config["source"]
+    differ = [f"{k} {saved.get(k)!r} (checkpoint) vs {getattr(source, k)!r} (config)"
+              for k in ARCHITECTURE_FIELDS if saved.get(k) != getattr(source, k)]
+    if differ:
+        raise CheckpointError(f"{where} has a different architecture: {'; '.join(differ)}; "
+                              f"copy these values from {Path(directory) / CONFIG_NAME}")
+    trained = DataSpec.from_json(config["spec"])
+    _check_vocabulary(where, "item", trained.item_ids, spec.item_ids)
+    _check_vocabulary(where, "category", trained.categories, spec.categories)
+    return config
+
+
+def _check_vocabulary(where: str, what: str, trained: list[str], data: list[str]) -> None:
+    if trained == data:
+        return
+    if len(data) > len(trained):
+        raise CheckpointError(f"{where}: the data's {what} catalog ({len(data)} {what}s) is larger than the "
+                              f"checkpoint's {what} embedding table ({len(trained)} {what}s + 2 reserved rows); "
+                              f"pre-train again on this data (`user-embed pretrain`)")
+    if len(data) < len(trained):
+        raise CheckpointError(f"{where}: {what} vocabulary does not match the data ({len(trained)} {what}s in the "
+                              f"checkpoint, {len(data)} in the data); pre-train again on this data")
+    first = next(i for i, (a, b) in enumerate(zip(trained, data)) if a != b)
+    count = sum(a != b for a, b in zip(trained, data))
+    raise CheckpointError(f"{where}: {what} vocabulary does not match the data: {count} of {len(data)} {what} ids "
+                          f"differ (first at index {first}: checkpoint {trained[first]!r}, data {data[first]!r}); "
+                          f"pre-train again on this data")
+
+
+def load_encoder_checkpoint(encoder: nn.Module, source: SourceConfig, spec: DataSpec) -> dict:
+    """Check ``source.checkpoint`` against ``source`` and ``spec``, then load its weights into ``encoder``."""
+    if not source.checkpoint:
+        raise CheckpointError(f"source '{source.name}': no checkpoint set")
+    directory = Path(source.checkpoint)
+    if not directory.exists():
+        raise CheckpointError(f"source '{source.name}': encoder checkpoint {directory} not found")
+    config = check_encoder_checkpoint(directory, source, spec)
+    directory = directory.parent if directory.is_file() else directory
+    try:
+        result = encoder.load_state_dict(load_file(str(directory / ENCODER_WEIGHTS)), strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise CheckpointError(f"{directory / ENCODER_WEIGHTS}: does not fit encoder '{source.name}' ({exc})") from exc
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(f"{directory / ENCODER_WEIGHTS}: does not match encoder '{source.name}' "
+                              f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
+    return config
+
+
+def load_pretrained_encoder(directory: str | Path) -> tuple[nn.Module, SourceConfig, DataSpec]:
+    """Rebuild an encoder from its own config.json and load its weights (for inspection or reuse)."""
+    from user_embed.encoders import build_encoder
+
+    config = read_checkpoint_config(directory)
+    source = SourceConfig(**config["source"], checkpoint=str(directory))
+    spec = DataSpec.from_json(config["spec"])
+    encoder = build_encoder(source, spec)
+    load_encoder_checkpoint(encoder, source, spec)
+    return encoder, source, spec
+
+
+def _card(config: dict) -> str:
+    source, vocab = config["source"], config["item_vocabulary"]
+    test = (config.get("pretrain") or {}).get("test", {})
+    lines = [
+        f"# Pre-trained `{source['kind']}` encoder (user_embed)",
+        "",
+        f"- dim {source['dim']}, layers {source['layers']}, heads {source['heads']}, max_len {source['max_len']} "
+        f"(truncation: {source['truncation']})",
+        f"- Item vocabulary: {vocab['items']} items (+2 reserved rows), sha256 {vocab['sha256'][:12]}…",
+        f"- Test metrics: {json.dumps(test)}" if test else "- Not evaluated",
+        "",
+        "Use as a UserEmbedder source: `{kind: " + source["kind"] + ", checkpoint: <this folder>, freeze: true}` "
+        "with the same dim/layers/heads/max_len.",
+    ]
+    return "\n".join(lines) + "\n"
