@@ -230,7 +230,9 @@ def run_side(side: str, data: dict, seed: int) -> dict:
 def time_prepare_ml100k() -> dict:
     """Wall time of ``user-embed prepare movielens-100k --out DIR`` (warm asset cache, fresh process)."""
     with tempfile.TemporaryDirectory(prefix="bench-ml100k-") as tmp:
-        cmd = [sys.executable, "-m", "user_embed.cli", "prepare", "movielens-100k", "--out", str(Path(tmp) / "out")]
+        script = Path(sys.executable).parent / "user-embed"  # the console script, as a user runs it
+        entry = [str(script)] if script.exists() else [sys.executable, "-m", "user_embed.cli"]
+        cmd = [*entry, "prepare", "movielens-100k", "--out", str(Path(tmp) / "out")]
         start = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         seconds = time.perf_counter() - start

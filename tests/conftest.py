@@ -135,3 +135,15 @@ def user_embed_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "user-embed-home"
     monkeypatch.setenv("USER_EMBED_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run torch on one thread for a test module: tiny models gain nothing from a second thread, and two
+    threads spinning on a shared 2-core machine make them ten times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

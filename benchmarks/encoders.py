@@ -1,0 +1,314 @@
+"""Sequence encoder zoo: training speed/memory, the ML-100k pre-training comparison, and a scaling plot.
+
+Run from the repository root (each mode updates its own section of the JSON)::
+
+    nice .venv/bin/python benchmarks/encoders.py speed              # fwd+bwd sequences/s at lengths 50 and 200
+    nice .venv/bin/python benchmarks/encoders.py compare --epochs 3  # pre-train every encoder on ML-100k + scaling
+    nice .venv/bin/python benchmarks/encoders.py align --steps 30    # optional: short align + UserQA per family
+    .venv/bin/python benchmarks/encoders.py plot                     # redraw the PNG from the JSON
+
+``speed``: for each encoder (``sequence`` baseline first) and length, a batch of full-length
+synthetic histories (ML-100k sized catalog) goes forward and backward (loss = mean of squared
+tokens) ``--iters`` times after ``--warmup`` untimed runs. Reported: sequences/s by wall clock
+and by process CPU time (less sensitive to other jobs on a shared machine), activation memory
+(distinct bytes saved for backward, by a saved-tensors hook), parameter bytes, and each
+encoder's ratio to the ``sequence`` baseline measured in the same run. On a GPU the same runs
+use bf16 autocast and report peak allocated memory.
+
+``compare``: ``user-embed pretrain --config configs/pretrain_<kind>.yaml`` for every encoder with
+``--epochs`` epochs (in this process, so imports are paid once), then SASRec at other widths,
+depths and maximum lengths; test Recall@k / NDCG@k, parameters, training throughput, and the
+most-popular baseline go to the JSON, and ``benchmarks/results/encoder_scaling.png`` is drawn.
+
+``align``: for each encoder with a pre-trained checkpoint, ``user-embed fit --config
+configs/align_<kind>.yaml --trainer.max_steps N`` then ``user-embed evaluate`` (soft prompt
+only) for UserQA accuracy per family. Expensive on CPU (≈ 6 s per step with SmolLM2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "encoders.json"
+DEFAULT_PNG = ROOT / "benchmarks" / "results" / "encoder_scaling.png"
+KINDS = ["sequence", "sasrec", "gru4rec", "trmpp", "hstu"]
+SCALING = {"dim": [32, 64, 128], "layers": [1, 2, 4], "max_len": [20, 50, 200]}
+BASE = {"dim": 64, "layers": 2, "max_len": 50}
+
+
+# ---- speed ------------------------------------------------------------------------------------------
+def speed(args) -> dict:
+    import torch
+
+    from user_embed.config import SourceConfig
+    from user_embed.data.spec import DataSpec
+    from user_embed.encoders import SourceInputs, build_encoder
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
+    spec = DataSpec(item_ids=[str(i) for i in range(1682)], categories=[str(i) for i in range(19)], max_categories=6)
+    results: dict = {}
+    for length in args.lengths:
+        generator = torch.Generator().manual_seed(0)
+        b, c = args.batch, spec.max_categories
+        inputs = SourceInputs(
+            items=torch.randint(2, spec.num_items, (b, length), generator=generator),
+            categories=torch.randint(0, spec.num_categories, (b, length, c), generator=generator),
+            values=torch.randn(b, length, generator=generator), has_value=torch.ones(b, length, dtype=torch.bool),
+            gaps=torch.randint(0, 20, (b, length), generator=generator).sort(-1, descending=True).values,
+            mask=torch.ones(b, length, dtype=torch.bool)).to(device)
+        for kind in KINDS:
+            torch.manual_seed(0)
+            config = SourceConfig(kind=kind, dim=args.dim, layers=args.layers, heads=args.heads, max_len=length)
+            encoder = build_encoder(config, spec).to(device).train()
+            results.setdefault(kind, {})[str(length)] = _time_encoder(encoder, inputs, args, device)
+            print(f"speed {kind:9s} L={length:4d}: {results[kind][str(length)]}", flush=True)
+    for kind in KINDS:
+        for length in map(str, args.lengths):
+            row, base = results[kind][length], results["sequence"][length]
+            row["vs_sequence"] = {
+                "sequences_per_s": round(row["sequences_per_s"] / base["sequences_per_s"], 2),
+                "sequences_per_cpu_s": round(row["sequences_per_cpu_s"] / base["sequences_per_cpu_s"], 2),
+                "activation_mb": round(row["activation_mb"] / base["activation_mb"], 2),
+            }
+    return {"device": str(device), "dtype": "bfloat16 autocast" if device.type == "cuda" else "float32",
+            "threads": torch.get_num_threads(), "batch": args.batch, "dim": args.dim, "layers": args.layers,
+            "heads": args.heads, "iters": args.iters, "catalog_items": len(spec.item_ids),
+            "process_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "results": results}
+
+
+def _time_encoder(encoder, inputs, args, device) -> dict:
+    import torch
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            tokens = encoder(inputs).tokens
+        tokens.float().pow(2).mean().backward()
+        encoder.zero_grad(set_to_none=True)
+
+    for _ in range(args.warmup):
+        step()
+    activation = _activation_bytes(encoder, inputs, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(args.iters):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    sequences = args.iters * args.batch
+    row = {"parameters": sum(p.numel() for p in encoder.parameters()),
+           "sequences_per_s": round(sequences / wall, 1),
+           "sequences_per_cpu_s": round(sequences / cpu, 1) if device.type == "cpu" else None,
+           "ms_per_batch": round(1000 * wall / args.iters, 1),
+           "activation_mb": round(activation / 2**20, 1),
+           "parameter_mb": round(sum(p.numel() * p.element_size() for p in encoder.parameters()) / 2**20, 2)}
+    if device.type == "cuda":
+        row["peak_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return row
+
+
+def _activation_bytes(encoder, inputs, device) -> int:
+    """Distinct bytes of the tensors autograd keeps for backward (activations), parameters excluded."""
+    import torch
+
+    parameters = {p.data_ptr() for p in encoder.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            tokens = encoder(inputs).tokens
+    tokens.float().pow(2).mean().backward()
+    encoder.zero_grad(set_to_none=True)
+    return sum(seen.values())
+
+
+# ---- compare + scaling ------------------------------------------------------------------------------------
+def pretrain(kind: str, epochs: int, output: Path, overrides: dict | None = None) -> dict:
+    from user_embed.commands.pretrain import main
+
+    argv = ["--config", str(ROOT / "configs" / f"pretrain_{kind}.yaml"), "--trainer.max_epochs", str(epochs),
+            "--trainer.check_val_every_n_epoch", "1000", "--model.output_dir", str(output)]
+    for key, value in (overrides or {}).items():
+        argv += [f"--model.encoder.{key}", str(value)]
+    started = time.perf_counter()
+    main(argv)
+    report = json.loads((output / "metrics.json").read_text())
+    report["wall_seconds"] = round(time.perf_counter() - started, 1)
+    return report
+
+
+def _row(report: dict) -> dict:
+    return {"parameters": report["encoder"]["parameters"], **{k: round(v, 4) for k, v in report["test"].items()},
+            "train_sequences_per_s": round(report["train_sequences_per_s"], 1),
+            "train_seconds": round(report["train_seconds"], 1), "wall_seconds": report["wall_seconds"],
+            "epochs": report["epochs"], "softmax": report["softmax"]}
+
+
+def compare(args) -> tuple[dict, dict]:
+    started = time.perf_counter()
+    runs = ROOT / "runs"
+    comparison, first = {}, None
+    for kind in args.kinds:
+        report = pretrain(kind, args.epochs, runs / f"pretrain_{kind}" / "encoder")
+        first = first or report
+        comparison[kind] = _row(report)
+        print(f"compare {kind}: {comparison[kind]}", flush=True)
+    scaling: dict = {"encoder": "sasrec", "base": BASE, "points": []}
+    if not args.skip_scaling:
+        for axis, values in SCALING.items():
+            for value in values:
+                if value == BASE[axis] and "sasrec" in comparison:
+                    row = comparison["sasrec"]
+                else:
+                    name = f"sasrec_{axis}{value}"
+                    row = _row(pretrain("sasrec", args.epochs, runs / "encoder_scaling" / name, {axis: value}))
+                scaling["points"].append({"axis": axis, "value": value, **row})
+                print(f"scaling {axis}={value}: recall@10 {row['recall@10']}", flush=True)
+    data = first["data"] if first else {}
+    meta = {"dataset": "MovieLens-100k (data/ml-100k)", "protocol": data.get("protocol"), "split": data.get("split"),
+            "eval_last": data.get("eval_last"), "eval_targets": data.get("eval_targets"),
+            "users_per_split": data.get("users_per_split"), "exclude_seen": first["exclude_seen"] if first else None,
+            "truncation": data.get("truncation"), "epochs": args.epochs,
+            "popularity_test": {k: round(v, 4) for k, v in (first or {}).get("popularity_test", {}).items()},
+            "total_wall_seconds": round(time.perf_counter() - started, 1)}
+    return {"meta": meta, "encoders": comparison}, scaling
+
+
+# ---- align (optional) -------------------------------------------------------------------------------------
+def align(args) -> dict:
+    from user_embed.cli import main
+
+    out: dict = {"steps": args.steps, "max_per_task": args.max_per_task, "results": {}}
+    for kind in args.kinds:
+        if not (ROOT / "runs" / f"pretrain_{kind}" / "encoder" / "encoder.safetensors").is_file():
+            out["results"][kind] = "not run (no pre-trained checkpoint)"
+            continue
+        started = time.perf_counter()
+        code = main(["fit", "--config", str(ROOT / "configs" / f"align_{kind}.yaml"), "--trainer.max_steps", str(args.steps)])
+        embedder = ROOT / "runs" / f"align_{kind}" / "embedder"
+        eval_dir = ROOT / "runs" / f"align_{kind}" / "eval"
+        if code == 0:
+            code = main(["evaluate", "--checkpoint", str(embedder), "--data", str(ROOT / "data" / "ml-100k"),
+                         "--methods", "soft", "--max-per-task", str(args.max_per_task), "--out", str(eval_dir),
+                         "--no-progress"])
+        if code != 0:
+            out["results"][kind] = f"failed (exit {code})"
+            continue
+        accuracy = json.loads((eval_dir / "metrics.json").read_text())["accuracy"]["soft"]
+        out["results"][kind] = {**accuracy, "wall_seconds": round(time.perf_counter() - started, 1)}
+        print(f"align {kind}: {out['results'][kind]}", flush=True)
+    return out
+
+
+# ---- plot ------------------------------------------------------------------------------------------
+def plot(result: dict, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scaling = result.get("scaling") or {}
+    points = scaling.get("points") or []
+    popularity = (result.get("comparison") or {}).get("meta", {}).get("popularity_test", {}).get("recall@10")
+    userqa = result.get("userqa_scaling")
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), sharey=True)
+    for ax, (axis, label) in zip(axes, [("dim", "width (dim)"), ("layers", "depth (layers)"), ("max_len", "max sequence length")]):
+        rows = sorted((p for p in points if p["axis"] == axis), key=lambda p: p["value"])
+        if rows:
+            ax.plot([p["value"] for p in rows], [p["recall@10"] for p in rows], "o-", label="SASRec Recall@10")
+            for p in rows:
+                ax.annotate(f"{p['parameters'] / 1e3:.0f}k", (p["value"], p["recall@10"]), textcoords="offset points",
+                            xytext=(0, 6), ha="center", fontsize=7)
+        if popularity is not None:
+            ax.axhline(popularity, color="grey", ls="--", lw=1, label="most popular")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([p["value"] for p in rows], [str(p["value"]) for p in rows])
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+        if not userqa:
+            ax.text(0.02, 0.02, "UserQA accuracy: not run", transform=ax.transAxes, fontsize=7, color="grey")
+    axes[0].set_ylabel("test Recall@10 (ML-100k, held-out users)")
+    axes[0].legend(fontsize=7, loc="upper left")
+    epochs = (result.get("comparison") or {}).get("meta", {}).get("epochs")
+    fig.suptitle(f"Encoder scaling on MovieLens-100k (SASRec, {epochs} epochs; labels = parameters)", fontsize=10)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+
+
+# ---- main ------------------------------------------------------------------------------------------
+def machine() -> dict:
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=["speed", "compare", "align", "plot"])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--png", type=Path, default=DEFAULT_PNG)
+    parser.add_argument("--kinds", default=",".join(KINDS), help="encoders to run (comma-separated)")
+    parser.add_argument("--lengths", default="50,200", help="speed: sequence lengths")
+    parser.add_argument("--batch", type=int, default=64, help="speed: sequences per batch")
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--cpu", action="store_true", help="speed: stay on CPU even with a GPU")
+    parser.add_argument("--epochs", type=int, default=3, help="compare: pre-training epochs per run")
+    parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument("--steps", type=int, default=30, help="align: adapter training steps")
+    parser.add_argument("--max-per-task", type=int, default=20, help="align: test questions per UserQA task")
+    args = parser.parse_args()
+    args.kinds = [k for k in args.kinds.split(",") if k]
+    args.lengths = [int(x) for x in args.lengths.split(",")]
+    os.chdir(ROOT)
+    result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    if args.mode == "speed":
+        result["speed"] = {**speed(args), "machine": machine()}
+    elif args.mode == "compare":
+        result["comparison"], scaling = compare(args)
+        result["comparison"]["meta"]["machine"] = machine()
+        if not args.skip_scaling:
+            result["scaling"] = scaling
+    elif args.mode == "align":
+        result["userqa"] = {**align(args), "machine": machine()}
+    if args.mode in ("compare", "plot"):
+        plot(result, args.png)
+    if args.mode != "plot":
+        from data_pipelines.io import write_json_atomic
+
+        write_json_atomic(args.out, result)
+    print(f"wrote {args.out}" + (f" and {args.png}" if args.mode in ("compare", "plot") else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
