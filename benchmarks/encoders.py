@@ -230,28 +230,34 @@ def plot(result: dict, png: Path) -> None:
 
     scaling = result.get("scaling") or {}
     points = scaling.get("points") or []
-    popularity = (result.get("comparison") or {}).get("meta", {}).get("popularity_test", {}).get("recall@10")
-    userqa = result.get("userqa_scaling")
+    meta = (result.get("comparison") or {}).get("meta", {})
+    popularity = meta.get("popularity_test", {}).get("recall@10")
+    targets = (meta.get("eval_targets") or {}).get("test") or 0
+    top = max([p["recall@10"] for p in points] + [popularity or 0]) * 1.35 or 1.0
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), sharey=True)
     for ax, (axis, label) in zip(axes, [("dim", "width (dim)"), ("layers", "depth (layers)"), ("max_len", "max sequence length")]):
         rows = sorted((p for p in points if p["axis"] == axis), key=lambda p: p["value"])
         if rows:
-            ax.plot([p["value"] for p in rows], [p["recall@10"] for p in rows], "o-", label="SASRec Recall@10")
+            recall = [p["recall@10"] for p in rows]
+            # binomial standard error over the test targets (targets of one user are correlated: a lower bound)
+            error = [(r * (1 - r) / targets) ** 0.5 if targets else 0.0 for r in recall]
+            ax.errorbar([p["value"] for p in rows], recall, yerr=error, fmt="o-", capsize=3, label="SASRec Recall@10 ± 1 s.e.")
             for p in rows:
                 ax.annotate(f"{p['parameters'] / 1e3:.0f}k", (p["value"], p["recall@10"]), textcoords="offset points",
-                            xytext=(0, 6), ha="center", fontsize=7)
+                            xytext=(8, -10), fontsize=7)
         if popularity is not None:
-            ax.axhline(popularity, color="grey", ls="--", lw=1, label="most popular")
+            ax.axhline(popularity, color="grey", ls="--", lw=1, label="most popular items")
         ax.set_xscale("log", base=2)
         ax.set_xticks([p["value"] for p in rows], [str(p["value"]) for p in rows])
         ax.set_xlabel(label)
+        ax.set_ylim(0, top)
         ax.grid(alpha=0.3)
-        if not userqa:
-            ax.text(0.02, 0.02, "UserQA accuracy: not run", transform=ax.transAxes, fontsize=7, color="grey")
+        ax.text(0.98, 0.03, "UserQA accuracy vs size: not run", transform=ax.transAxes, fontsize=7, color="grey",
+                ha="right")
     axes[0].set_ylabel("test Recall@10 (ML-100k, held-out users)")
     axes[0].legend(fontsize=7, loc="upper left")
-    epochs = (result.get("comparison") or {}).get("meta", {}).get("epochs")
-    fig.suptitle(f"Encoder scaling on MovieLens-100k (SASRec, {epochs} epochs; labels = parameters)", fontsize=10)
+    fig.suptitle(f"Encoder scaling on MovieLens-100k (SASRec, {meta.get('epochs')} epochs, {targets} test targets; "
+                 f"labels = encoder parameters)", fontsize=10)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=120)

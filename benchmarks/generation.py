@@ -26,7 +26,8 @@ from pathlib import Path
 import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = {"soft_hf": "(a) soft prompt, HF", "soft_vllm": "(b) soft prompt, vLLM", "text_hf": "(c) 50 events as text, HF"}
+METHODS = {"soft_hf": "(a) soft prompt, HF", "soft_vllm": "(b) soft prompt, vLLM",
+           "text_hf": "(c) 50 events as text, HF"}
 TARGETS = {"prompt_tokens_ratio": 20.0, "ttft_ratio": 5.0, "vllm_over_hf_throughput_b32": 2.0}
 
 
@@ -39,9 +40,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
     parser.add_argument("--batches", type=int, default=3, help="batches timed at batch size 1 (1 at larger sizes)")
-    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3, help="timings are medians of this many runs")
     parser.add_argument("--history-events", type=int, default=50)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads for every method (default: torch's choice; 1 on a busy machine)")
     parser.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm/bin/python"),
                         help="interpreter with vLLM, used when this one has none")
     parser.add_argument("--partial", action="store_true", help=argparse.SUPPRESS)  # subprocess: write methods only
@@ -81,15 +85,18 @@ def history_texts(data_dir: Path, user_ids: list[str], events: int) -> dict[str,
 
 
 def time_method(personalizer, method: str, requests: list, contexts: dict[str, str], batch_size: int,
-                batches: int, max_new_tokens: int) -> dict:
-    """Prompt tokens, TTFT (a 1-token run), output tokens/s and total time over ``batches`` batches."""
+                batches: int, max_new_tokens: int, repeats: int = 3) -> dict:
+    """Prompt tokens, TTFT (a 1-token run), output tokens/s and total time over ``batches`` batches.
+
+    Each timing is the median of ``repeats`` runs (one run where a run takes over a minute).
+    """
     from user_embed.generate import SamplingConfig
 
     backend = _backend(method)
     chunks = [requests[i:i + batch_size] for i in range(0, batches * batch_size, batch_size)]
     chunks = [c for c in chunks if len(c) == batch_size]
 
-    def run(chunk, tokens: int) -> tuple[float, list[int], int]:
+    def run(chunk, tokens: int) -> tuple[float, list[int], list[list[int]]]:
         start = time.perf_counter()
         if method.startswith("soft"):
             prompts = personalizer.embed(chunk)
@@ -97,20 +104,29 @@ def time_method(personalizer, method: str, requests: list, contexts: dict[str, s
             prompts = personalizer.text_embeds([r.question for r in chunk], [contexts[r.user_id] for r in chunk])
         raw = backend.generate_tokens(personalizer, prompts, SamplingConfig(max_new_tokens=tokens))
         seconds = time.perf_counter() - start
-        return seconds, prompts.lengths, sum(len(personalizer.decode(r, [])[1]) for r in raw)
+        return seconds, prompts.lengths, [personalizer.decode(r, [])[1] for r in raw]
 
     run(chunks[0][:1], 2)  # warm-up (allocations, first-call overheads)
-    ttft = [run(chunk, 1)[0] for chunk in chunks]
-    totals, lengths, outputs = [], [], 0
+    ttft = [_median_run(lambda: run(chunk, 1), repeats)[0] for chunk in chunks]
+    totals, lengths, answers = [], [], []
     for chunk in chunks:
-        seconds, chunk_lengths, produced = run(chunk, max_new_tokens)
+        seconds, chunk_lengths, chunk_answers = _median_run(lambda: run(chunk, max_new_tokens), repeats)
         totals.append(seconds)
         lengths += chunk_lengths
-        outputs += produced
+        answers += chunk_answers
+    outputs = sum(len(a) for a in answers)
     return {"batch_size": batch_size, "batches": len(chunks), "requests": len(lengths),
             "prompt_tokens": sum(lengths) / len(lengths), "ttft_s": sum(ttft) / len(ttft),
             "total_s": sum(totals), "batch_s": sum(totals) / len(totals), "output_tokens": outputs,
-            "output_tokens_per_s": outputs / sum(totals)}
+            "output_tokens_per_s": outputs / sum(totals), "_token_ids": answers}
+
+
+def _median_run(run, repeats: int, budget_s: float = 60.0):
+    """Run up to ``repeats`` times (fewer once one run takes > ``budget_s``); the run with the median time."""
+    runs = [run()]
+    while len(runs) < repeats and runs[-1][0] < budget_s:
+        runs.append(run())
+    return sorted(runs, key=lambda r: r[0])[len(runs) // 2]
 
 
 def _backend(method: str):
@@ -140,7 +156,7 @@ def measure(args: argparse.Namespace, methods: list[str]) -> dict:
             batches = args.batches if size == 1 else 1
             print(f"  {method} batch {size} …", file=sys.stderr, flush=True)
             entry[f"b{size}"] = time_method(personalizer, method, requests, contexts, size, batches,
-                                            args.max_new_tokens)
+                                            args.max_new_tokens, args.repeats)
         results[method] = entry
     return results
 
@@ -156,6 +172,8 @@ def measure_in_vllm_env(args: argparse.Namespace) -> dict:
         command = [str(python), __file__, "--partial", "--methods", "soft_vllm", "--out", str(out),
                    "--checkpoint", args.checkpoint, "--data", args.data, "--batches", str(args.batches),
                    "--max-new-tokens", str(args.max_new_tokens), "--device", args.device,
+                   "--repeats", str(args.repeats),
+                   *(["--threads", str(args.threads)] if args.threads else []),
                    "--batch-sizes", *map(str, args.batch_sizes)]
         env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE=os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
                    VLLM_ENABLE_V1_MULTIPROCESSING="0")
@@ -163,18 +181,34 @@ def measure_in_vllm_env(args: argparse.Namespace) -> dict:
         return json.loads(out.read_text())
 
 
+def _compare_tokens(methods: dict) -> None:
+    """Record how many vLLM answers equal the HF ones token for token (greedy fp32), then drop the ids."""
+    a, b = methods.get("soft_hf"), methods.get("soft_vllm")
+    for size in [k for k in (a or {}) if k.startswith("b") and k[1:].isdigit()]:
+        if b and size in b:
+            pairs = list(zip(a[size]["_token_ids"], b[size]["_token_ids"]))
+            b[size]["same_tokens_as_hf"] = f"{sum(x == y for x, y in pairs)}/{len(pairs)}"
+    for entry in methods.values():
+        for value in entry.values():
+            if isinstance(value, dict):
+                value.pop("_token_ids", None)
+
+
 def ratios(methods: dict) -> dict:
+    """prompt tokens and TTFT of (c) over (a) at the smallest batch (1), and vLLM over HF throughput."""
     a, b, c = methods.get("soft_hf"), methods.get("soft_vllm"), methods.get("text_hf")
+    sizes = sorted(int(k[1:]) for k in next(iter(methods.values()), {}) if k.startswith("b") and k[1:].isdigit())
     out = {}
-    if a and c:
-        out["prompt_tokens_ratio"] = c["b1"]["prompt_tokens"] / a["b1"]["prompt_tokens"]
-        out["ttft_ratio"] = c["b1"]["ttft_s"] / a["b1"]["ttft_s"]
-        if "b32" in a and "b32" in c:
-            out["ttft_ratio_b32"] = c["b32"]["ttft_s"] / a["b32"]["ttft_s"]
-    if a and b and "b32" in a and "b32" in b:
-        out["vllm_over_hf_throughput_b32"] = b["b32"]["output_tokens_per_s"] / a["b32"]["output_tokens_per_s"]
+    if a and c and sizes:
+        first = f"b{sizes[0]}"
+        out["prompt_tokens_ratio"] = c[first]["prompt_tokens"] / a[first]["prompt_tokens"]
+        out["ttft_ratio"] = c[first]["ttft_s"] / a[first]["ttft_s"]
+        for size in sizes[1:]:
+            out[f"ttft_ratio_b{size}"] = c[f"b{size}"]["ttft_s"] / a[f"b{size}"]["ttft_s"]
     if a and b:
-        out["vllm_over_hf_throughput_b1"] = b["b1"]["output_tokens_per_s"] / a["b1"]["output_tokens_per_s"]
+        for size in sizes:
+            out[f"vllm_over_hf_throughput_b{size}"] = (b[f"b{size}"]["output_tokens_per_s"]
+                                                      / a[f"b{size}"]["output_tokens_per_s"])
     return {k: round(v, 3) for k, v in out.items()}
 
 
@@ -223,6 +257,12 @@ def machine(device: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -240,7 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     if "soft_vllm" in args.methods and not here_vllm:
         methods.update(measure_in_vllm_env(args))
     methods = {m: methods[m] for m in METHODS if m in methods}
+    _compare_tokens(methods)
     result = {"checkpoint": args.checkpoint, "data": args.data, "max_new_tokens": args.max_new_tokens,
+              "repeats": args.repeats,
               "history_events": args.history_events, "decoding": "greedy, float32", "machine": machine(args.device),
               "methods": methods, "ratios": ratios(methods)}
     result["targets"] = {k: {"target": v, "measured": result["ratios"].get(k),

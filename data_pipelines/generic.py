@@ -23,6 +23,7 @@ import csv
 import dataclasses
 import io
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,8 @@ import polars as pl
 from data_pipelines.report import DataError, RowReport
 
 DELIMITERS = (",", "\t", ";", "|")
+#: Event times later than now + this are dropped as "in the future" (clock skew allowance).
+FUTURE_SLACK_S = 86_400
 PARQUET_SUFFIXES = (".parquet", ".pq")
 TAB_SUFFIXES = (".tsv", ".tab")
 
@@ -201,7 +204,24 @@ def read_frame(path: str | Path, *, role: str, needed: list[str], delimiter: str
     return df
 
 
+def refuse_non_text(path: Path, role: str) -> None:
+    """DataError when ``path`` is not 8-bit text (NUL bytes: binary, compressed or UTF-16/32 files)."""
+    with open(path, "rb") as f:
+        head = f.read(65536)
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        found = "is UTF-16/32 text (byte-order mark)"
+    elif b"\x00" in head:
+        line = head[: head.find(b"\x00")].count(b"\n") + 1
+        found = f"holds binary data (a NUL byte in line {line})"
+    else:
+        return
+    raise DataError(f"{path}: {role} file {found}, not UTF-8 or latin-1 text "
+                    "(save it as UTF-8 CSV/TSV, or pass a .parquet file)")
+
+
 def _read_csv(path: Path, separator: str, role: str) -> pl.DataFrame:
+    refuse_non_text(path, role)
+
     def read(source) -> pl.DataFrame:
         return pl.read_csv(source, separator=separator, infer_schema=False, raise_if_empty=False)
 
@@ -378,6 +398,7 @@ def build_tables(
     labels: dict[str, str] | None = None,
     time_format: str | None = None,
     has_value: bool = True,
+    value_range: tuple[float, float] | None = None,
     strict: bool = False,
 ) -> ImportResult:
     """Clean raw frames into the ``events`` / ``items`` / ``users`` tables, counting every dropped row.
@@ -387,9 +408,11 @@ def build_tables(
     optionally ``title`` (missing → the id) and ``categories`` (List(Utf8)). ``users`` has
     ``user_id`` and profile columns. ``labels`` maps these names to the input's own column
     names for error messages. Rows are dropped and counted, in this order, for: missing
-    user/item id, missing or unparseable timestamp, missing, non-numeric or non-finite value
-    (when ``has_value``), a duplicate (user, item, source, timestamp) event (the first is
-    kept), an item that is not in the items table (when one is given); items and users with
+    user/item id, missing or unparseable timestamp, a negative timestamp (before 1970) or one
+    more than a day in the future (a unit or clock mistake), missing, non-numeric or non-finite
+    value (when ``has_value``), a value outside ``value_range`` (e.g. MovieLens ratings), a
+    duplicate (user, item, source, timestamp) event (the first is kept), an item that is not in
+    the items table (when one is given); items and users with
     a missing or duplicate id; users left with no events. Without an items table, items are
     built from the event item ids (title = id, no categories). Users that have events but no
     row in the users table are added with empty profile fields (and a note).
@@ -411,6 +434,8 @@ def build_tables(
         (pl.col("item_id").is_null(), f"missing item id ({labels['item_id']})"),
         (pl.col("timestamp_raw").is_null(), f"missing timestamp ({time_label})"),
         (pl.col("timestamp").is_null(), f"timestamp not a number or date ({time_label})"),
+        (pl.col("timestamp") < 0, f"timestamp before 1970 ({time_label})"),
+        (pl.col("timestamp") > int(time.time()) + FUTURE_SLACK_S, f"timestamp in the future ({time_label})"),
     ]
     if has_value:
         checks += [
@@ -418,6 +443,10 @@ def build_tables(
             (pl.col("value").is_null(), f"value not a number ({value_label})"),
             (~pl.col("value").is_finite(), f"value not finite ({value_label})"),
         ]
+        if value_range is not None:
+            low, high = value_range
+            outside = ~pl.col("value").is_between(low, high)
+            checks.append((outside, f"value outside [{low:g}, {high:g}] ({value_label})"))
     checks.append(
         (
             Repeated(("user_id", "item_id", "source", "timestamp")),

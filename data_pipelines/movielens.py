@@ -26,7 +26,7 @@ from pathlib import Path
 
 import polars as pl
 
-from data_pipelines.generic import ImportResult, build_tables, decode_text
+from data_pipelines.generic import ImportResult, build_tables, decode_text, refuse_non_text
 from data_pipelines.report import DataError, RowReport
 
 __all__ = ["ImportResult", "import_movielens", "detect_layout"]
@@ -45,6 +45,8 @@ OCCUPATIONS_1M = (
     "retired", "sales/marketing", "scientist", "self-employed", "technician/engineer", "tradesman/craftsman",
     "unemployed", "writer",
 )  # fmt: skip
+#: Ratings in every MovieLens release (half stars from ml-10m on); others are dropped and counted.
+RATING_RANGE = (0.5, 5.0)
 #: File that identifies each layout.
 MARKERS = {"grouplens-100k": "u.data", "dat": "ratings.dat", "csv": "ratings.csv"}
 
@@ -96,6 +98,7 @@ def _read(
     path: Path, separator: str, *, header: bool, n_fields: int | None = None, quoted: bool = False
 ) -> pl.DataFrame:
     """A delimited text file as all-string columns; ``::`` separators and latin-1 text are handled."""
+    refuse_non_text(path, "MovieLens")
     data = decode_text(path)
     if separator == "::":
         data, separator = data.replace(b"::", b"\x1f"), "\x1f"
@@ -175,6 +178,7 @@ def _build(
         users=users,
         users_file=str(users_file or ""),
         labels=labels,
+        value_range=RATING_RANGE,
         strict=strict,
     )
     files = {"events": ratings_file, "items": items_file, "users": users_file}
@@ -328,6 +332,7 @@ def _read_dat(folder: Path, strict: bool) -> ImportResult:
 
 def _read_csv(folder: Path, strict: bool) -> ImportResult:
     ratings_file = folder / "ratings.csv"
+    refuse_non_text(ratings_file, "MovieLens")
     try:
         ratings = pl.read_csv(ratings_file, infer_schema=False, raise_if_empty=False)
     except pl.exceptions.PolarsError as exc:

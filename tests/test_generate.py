@@ -131,6 +131,16 @@ def test_bad_rows_are_reported_and_others_answered(personalizer):
     assert results[1].answer is None
 
 
+def test_a_failing_row_does_not_sink_its_batch(personalizer):
+    from user_embed.generate import Request, SamplingConfig, generate
+
+    too_long = " ".join(["which"] * 600)  # the tiny LLM has 512 positions
+    requests = [Request("u0", QUESTIONS[0]), Request("u1", too_long), Request("u2", QUESTIONS[1])]
+    results = generate(personalizer, requests, sampling=SamplingConfig(max_new_tokens=3), batch_size=3)
+    assert "does not fit the LLM's 512 positions" in results[1].error
+    assert results[0].error is None and results[2].error is None and results[2].output_tokens > 0
+
+
 def test_stop_strings_and_seeded_sampling(personalizer):
     from user_embed.generate import Request, SamplingConfig, generate
     from user_embed.generate.common import cut_at_stop

@@ -39,17 +39,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"user-embed: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
+        print(f"user-embed: error: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
         return 2
     from user_embed.errors import UserError
 
     try:
         module = importlib.import_module(COMMANDS[name][0])
         return int(module.main(rest, command=name) or 0)
-    except (UserError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+    except (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError,
+            PermissionError) as exc:
         if debug:
             raise
-        print(f"user-embed {name}: error: {exc}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())  # always one line
+        print(f"user-embed {name}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"user-embed {name}: interrupted", file=sys.stderr)

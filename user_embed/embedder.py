@@ -25,6 +25,8 @@ from user_embed.errors import CheckpointError
 
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
 FORMAT_VERSION = 1
+#: Encoder kinds that read profile fields only, never the event history.
+PROFILE_ONLY_KINDS = ("tabular",)
 
 
 class UserEmbedder(nn.Module):
@@ -47,8 +49,8 @@ class UserEmbedder(nn.Module):
 
     @property
     def max_len(self) -> int:
-        """Longest history any source reads."""
-        return max(s.max_len for s in self.source_configs)
+        """Longest history any source reads (profile-only ``tabular`` sources read no events)."""
+        return max([s.max_len for s in self.source_configs if s.kind not in PROFILE_ONLY_KINDS] or [1])
 
     def forward(self, inputs: SourceInputs, question: torch.Tensor | None = None) -> AdapterOutput:
         """inputs: the batch's histories/profiles; question: (B, d_llm) mean question embedding or None."""
@@ -102,15 +104,20 @@ class UserEmbedder(nn.Module):
         if not config_path.is_file() or not weights_path.is_file():
             raise CheckpointError(f"{directory}: not a user embedder (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
         try:
-            config = json.loads(config_path.read_text())
+            config = json.loads(config_path.read_text(encoding="utf-8"))
             sources = [SourceConfig(**s) for s in config["sources"]]
             adapter = AdapterConfig(**config["adapter"])
             spec = DataSpec.from_json(config["spec"])
             llm_info = config["llm"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{config_path}: invalid embedder config ({exc})") from exc
-        model = cls(sources, adapter, spec, llm_info)
-        state = load_file(str(weights_path))
+            model = cls(sources, adapter, spec, llm_info)
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+            detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise CheckpointError(f"{config_path}: invalid embedder config ({detail})") from exc
+        try:
+            state = load_file(str(weights_path))
+        except Exception as exc:  # SafetensorError: truncated, or not safetensors at all (e.g. a pickle)
+            raise CheckpointError(f"{weights_path}: not a readable safetensors file ({str(exc).splitlines()[0]}); "
+                                  "weights are only loaded from safetensors") from exc
         expected = model.state_dict()
         wrong_shape = [f"{k}: saved {tuple(v.shape)}, config gives {tuple(expected[k].shape)}"
                        for k, v in state.items() if k in expected and v.shape != expected[k].shape]

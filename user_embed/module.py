@@ -18,6 +18,7 @@ import torch
 from user_embed.config import AdapterConfig, LLMConfig, LossConfig, OptimConfig, SourceConfig
 from user_embed.data.collate import Example, UserBatch
 from user_embed.embedder import UserEmbedder
+from user_embed.encoders.registry import get_encoder_builder
 from user_embed.errors import ConfigError
 from user_embed.eval.choice import pick, score_options
 from user_embed.llm.load import load_llm
@@ -50,6 +51,8 @@ class UserEmbedModule(L.LightningModule):
         names = [s.name for s in self.source_configs]
         if len(set(names)) != len(names):
             raise ConfigError(f"source names must be unique, got {names}")
+        for source in self.source_configs:
+            get_encoder_builder(source.kind)  # unknown kinds fail here, before data or LLM load
         self.adapter_config = adapter or AdapterConfig()
         self.llm_config = llm or LLMConfig()
         self.loss_config = loss or LossConfig()
@@ -98,12 +101,18 @@ class UserEmbedModule(L.LightningModule):
             c = self.loss_config
             self.contrastive = ContrastiveLoss(self.adapter_config.user_dim, text_dim, c.contrastive_dim,
                                                c.init_temperature, c.max_logit_scale)
+        else:  # no contrastive loss: the pooled-vector head gets no gradient (DDP would stop on unused parameters)
+            embedder.adapter.user_head.requires_grad_(False)
         return self
 
     def train(self, mode: bool = True):
         super().train(mode)
         if self.llm is not None and not self.llm_config.lora:
             self.llm.eval()  # the frozen LLM never runs dropout
+        if self.embedder is not None:
+            for source in self.source_configs:
+                if source.freeze:
+                    self.embedder.encoders[source.name].eval()  # a frozen encoder runs without dropout too
         return self
 
     # ---- forward pieces ----------------------------------------------------------------------------
@@ -227,19 +236,13 @@ def _text_dim(datamodule) -> int | None:
 
 
 def _load_encoder_checkpoints(embedder: UserEmbedder, sources: list[SourceConfig]) -> None:
-    """Start encoders from pre-trained weights (safetensors) where a source names a checkpoint."""
-    from safetensors.torch import load_file
+    """Start encoders from pre-trained weights where a source names a checkpoint folder (`user-embed pretrain`).
 
-    from user_embed.errors import CheckpointError
+    The checkpoint's architecture (kind, dim, layers, heads, max_len) and item/category vocabularies
+    must match this source and the data; otherwise a CheckpointError says what differs.
+    """
+    from user_embed.pretrain.checkpoint import load_encoder_checkpoint
 
     for source in sources:
-        if not source.checkpoint:
-            continue
-        path = Path(source.checkpoint)
-        path = path / "encoder.safetensors" if path.is_dir() else path
-        if not path.is_file():
-            raise CheckpointError(f"source '{source.name}': encoder checkpoint {path} not found")
-        result = embedder.encoders[source.name].load_state_dict(load_file(str(path)), strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            raise CheckpointError(f"{path}: does not match encoder '{source.name}' "
-                                  f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
+        if source.checkpoint:
+            load_encoder_checkpoint(embedder.encoders[source.name], source, embedder.spec)

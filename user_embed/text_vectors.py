@@ -36,7 +36,7 @@ class TextEncoderModel:
 
         self.path = resolve_model(name_or_path, "text_encoder")
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self.model = AutoModel.from_pretrained(self.path).eval()
+        self.model = AutoModel.from_pretrained(self.path, use_safetensors=True).eval()
         self.max_length, self.batch_size = max_length, batch_size
         self.dim = int(self.model.config.hidden_size)
 

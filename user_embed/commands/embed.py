@@ -2,12 +2,17 @@
 
 Each user's vector is the embedder's pooled, question-independent user vector over the
 user's whole history (or the history before ``--cutoff`` Unix seconds). Users with no events
-get a profile-only vector (documented rule), and are counted in the printed summary.
+(before the cutoff) get a profile-only vector (documented rule), and are counted in the printed
+summary. Histories longer than the embedder reads are truncated by its policy ("recent": the
+most recent ``max_len`` events), and events of items the embedder never saw are read as the
+unknown item; both are counted in the summary. Output columns: ``user_id``, ``embedding``,
+``has_events``, ``events_used``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from user_embed.errors import UserError
@@ -21,6 +26,8 @@ def main(argv: list[str], command: str = "embed") -> int:
     p.add_argument("--users", default=None, help="comma-separated user ids (default: every user in users.parquet)")
     p.add_argument("--cutoff", type=int, default=None, help="only events before this Unix time")
     args = p.parse_args(argv)
+    if Path(args.out).is_dir():
+        raise UserError(f"--out {args.out}: is a folder; give the path of the .parquet file to write")
     import polars as pl
 
     from data_pipelines.schema import read_table
@@ -43,13 +50,25 @@ def main(argv: list[str], command: str = "embed") -> int:
             raise UserError(f"--users: unknown user id(s) {unknown[:5]} (not in {args.data})")
         ids = wanted
     vectors = embed_users(embedder, collator, ids, [args.cutoff] * len(ids))
+    windows = [histories.window(u, args.cutoff, embedder.max_len) for u in ids]
     frame = pl.DataFrame({"user_id": ids, "embedding": vectors.tolist(),
-                          "has_events": [u in histories for u in ids]})
+                          "has_events": [len(w.items) > 0 for w in windows],
+                          "events_used": [len(w.items) for w in windows]})
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    frame.write_parquet(tmp)
-    tmp.replace(out)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:  # atomic: the parquet file appears complete or not at all
+        frame.write_parquet(tmp)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     no_events = int((~frame["has_events"]).sum())
     print(f"wrote {out}: {len(ids):,} users x {vectors.shape[1]} dims ({no_events} with no events: profile-only vectors)")
+    truncated = [w.truncated for w in windows if w.truncated]
+    if truncated:
+        print(f"truncated (policy 'recent', most recent {embedder.max_len} events): {len(truncated):,} users, "
+              f"{sum(truncated):,} older events not read")
+    if histories.unknown_item_events:
+        print(f"{histories.unknown_item_events:,} events of items the embedder was not trained on: "
+              "read as the unknown item")
     return 0

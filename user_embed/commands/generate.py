@@ -22,8 +22,9 @@ from user_embed.errors import UserError
 
 
 def build_parser(command: str = "generate") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"user-embed {command}", description="Personalized answers from a trained user embedder (HF or vLLM backend).",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=f"user-embed {command}", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Personalized answers from a trained user embedder (HF or vLLM backend).")
     parser.add_argument("--checkpoint", required=True, metavar="DIR", help="trained embedder folder (save_pretrained)")
     parser.add_argument("--data", required=True, metavar="DIR", help="prepared data folder with the users' histories")
     parser.add_argument("--user", metavar="ID", help="user id (one-question mode)")
@@ -39,7 +40,8 @@ def build_parser(command: str = "generate") -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop string (repeatable)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--json", action="store_true", help="one-question mode: print the JSON row, not just the answer")
+    parser.add_argument("--json", action="store_true",
+                        help="one-question mode: print the JSON row, not just the answer")
     return parser
 
 
@@ -147,5 +149,6 @@ def main(argv: list[str] | None = None, command: str = "generate") -> int:
         return 0
     _write_jsonl(Path(args.output), records)
     failed = sum(1 for r in records if r["error"])
-    print(f"user-embed {command}: wrote {len(records)} answers to {args.output} ({failed} with errors)", file=sys.stderr)
+    print(f"user-embed {command}: wrote {len(records)} answers to {args.output} ({failed} with errors)",
+          file=sys.stderr)
     return 0

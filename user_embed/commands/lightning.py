@@ -16,6 +16,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.cli import LightningCLI
+
 from user_embed.errors import CheckpointError, ConfigError, UserError
 
 #: ``--ckpt_path`` values that Lightning resolves itself (not file paths).
@@ -25,6 +29,32 @@ RESUMABLE_CHANGES = ("export_dir",)
 #: Noise lines of jsonargparse messages (the useful line is the nested error).
 _NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value",
           "- Expected a <class 'NoneType'>")
+
+
+class ResumeRandomState(Callback):
+    """Saves the global torch random state in every checkpoint and restores it on ``--ckpt_path``.
+
+    Lightning does not checkpoint random states, so after a resume dropout would draw other masks
+    than the uninterrupted run. With this (a default callback of `user-embed fit`), the data
+    module's resumable loaders (``user_embed/data/sampler.py``) and ``deterministic: true``, a
+    run killed and resumed on CPU ends with the same weights as one that never stopped.
+    """
+
+    def state_dict(self) -> dict:
+        import torch
+
+        state = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        import torch
+
+        if "torch" in state_dict:
+            torch.set_rng_state(state_dict["torch"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
 def one_line(message: str) -> str:
@@ -78,62 +108,90 @@ def _normalized(model: dict) -> dict:
     return out
 
 
-def _build_cli_class():
-    from lightning.pytorch.cli import LightningCLI
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint next to its final path, fsyncs, then renames: a checkpoint is complete or absent.
 
-    class UserEmbedCLI(LightningCLI):
-        """LightningCLI with one-line config errors and a safe, config-checked ``--ckpt_path``."""
+    Lightning's own save writes a temp file in ``$TMPDIR`` and *moves* it: a copy, not an atomic
+    rename, when ``$TMPDIR`` is another filesystem (often tmpfs), so a kill mid-copy could leave a
+    half-written ``last.ckpt``. The default plugin of `user-embed fit` (``trainer.plugins`` replaces it).
+    """
 
-        def _model_config(self) -> dict:
-            import yaml
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        if "://" in str(path):  # remote storage: Lightning's fsspec path
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        import tempfile
 
-            dumped = yaml.safe_load(self.parser.dump(self.config, skip_link_targets=False, skip_none=False,
-                                                     skip_validation=True, format="yaml"))
-            return _normalized(dumped[self.config.subcommand].get("model") or {})
+        import torch
 
-        def _parse_ckpt_path(self) -> None:
-            subcommand = self.config.get("subcommand")
-            settings = self.config[subcommand] if subcommand else None
-            ckpt_path = settings.get("ckpt_path") if settings is not None else None
-            if not ckpt_path:
-                return super()._parse_ckpt_path()
-            if "weights_only" in settings and settings.get("weights_only") is None:
-                settings["weights_only"] = True  # never unpickle objects from a checkpoint, whatever the torch default
-            if str(ckpt_path) in SPECIAL_CKPT_PATHS:
-                return super()._parse_ckpt_path()
-            path = Path(ckpt_path)
-            if not path.is_file():
-                raise CheckpointError(f"--ckpt_path {path}: no such checkpoint file")
-            before = self._model_config()
-            try:
-                super()._parse_ckpt_path()  # torch.load(weights_only=True), then merges the saved model config
-            except SystemExit as exc:
-                raise CheckpointError(f"--ckpt_path {path}: its saved model config does not parse") from exc
-            except Exception as exc:  # UnpicklingError (not weights-only safe), RuntimeError (not a torch file) …
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise CheckpointError(f"--ckpt_path {path}: not a readable, weights-only checkpoint "
-                                      f"({type(exc).__name__}: {first})") from exc
-            after = self._model_config()
-            old, new = _flatten(after), _flatten(before)
-            for key in sorted(set(old) | set(new)):
-                if key.split(".")[0] in RESUMABLE_CHANGES or old.get(key) == new.get(key):
-                    continue
-                raise CheckpointError(f"--ckpt_path {path}: was trained with model.{key} = {old.get(key)!r}, but "
-                                      f"the config gives {new.get(key)!r}; resume with the config it was trained with")
-            for key in RESUMABLE_CHANGES:  # keep the user's value (e.g. a new export folder)
-                if key in before:
-                    settings["model"][key] = before[key]
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                torch.save(checkpoint, out)
+                out.flush()
+                os.fsync(out.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
-        def instantiate_classes(self) -> None:
-            try:
-                super().instantiate_classes()
-            except (ValueError, TypeError) as exc:
-                cause = _user_error_in_chain(exc)
-                if cause is not None:
-                    raise ConfigError(str(cause)) from exc
-                raise ConfigError(f"invalid config: {one_line(str(exc))}") from exc
 
-    return UserEmbedCLI
+class UserEmbedCLI(LightningCLI):
+    """LightningCLI with one-line config errors and a safe, config-checked ``--ckpt_path``."""
+
+    def _model_config(self) -> dict:
+        import yaml
+
+        dumped = yaml.safe_load(self.parser.dump(self.config, skip_link_targets=False, skip_none=False,
+                                                 skip_validation=True, format="yaml"))
+        return _normalized(dumped[self.config.subcommand].get("model") or {})
+
+    def _parse_ckpt_path(self) -> None:
+        subcommand = self.config.get("subcommand")
+        settings = self.config[subcommand] if subcommand else None
+        ckpt_path = settings.get("ckpt_path") if settings is not None else None
+        if not ckpt_path:
+            return super()._parse_ckpt_path()
+        if "weights_only" in settings and settings.get("weights_only") is None:
+            settings["weights_only"] = True  # never unpickle objects from a checkpoint, whatever the torch default
+        if str(ckpt_path) in SPECIAL_CKPT_PATHS:
+            return super()._parse_ckpt_path()
+        path = Path(ckpt_path)
+        if not path.is_file():
+            raise CheckpointError(f"--ckpt_path {path}: no such checkpoint file")
+        before = self._model_config()
+        try:
+            super()._parse_ckpt_path()  # torch.load(weights_only=True), then merges the saved model config
+        except SystemExit as exc:
+            raise CheckpointError(f"--ckpt_path {path}: its saved model config does not parse") from exc
+        except Exception as exc:  # UnpicklingError (not weights-only safe), RuntimeError (not a torch file) …
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise CheckpointError(f"--ckpt_path {path}: not a readable, weights-only checkpoint "
+                                  f"({type(exc).__name__}: {first})") from exc
+        after = self._model_config()
+        old, new = _flatten(after), _flatten(before)
+        for key in sorted(set(old) | set(new)):
+            if key.split(".")[0] in RESUMABLE_CHANGES or old.get(key) == new.get(key):
+                continue
+            raise CheckpointError(f"--ckpt_path {path}: was trained with model.{key} = {old.get(key)!r}, but "
+                                  f"the config gives {new.get(key)!r}; resume with the config it was trained with")
+        settings = self.config[subcommand]  # parse_object made a new namespace
+        for key in RESUMABLE_CHANGES:  # keep the user's value (e.g. a new export folder)
+            if key in before:
+                settings["model"][key] = before[key]
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError) as exc:
+            cause = _user_error_in_chain(exc)
+            if cause is not None:
+                raise ConfigError(str(cause)) from exc
+            raise ConfigError(f"invalid config: {one_line(str(exc))}") from exc
 
 
 def main(argv: list[str], command: str = "fit") -> int:
@@ -144,11 +202,12 @@ def main(argv: list[str], command: str = "fit") -> int:
     from user_embed.data.datamodule import UserDataModule
     from user_embed.module import UserEmbedModule
 
-    cli_class = _build_cli_class()
     no_exit = {"exit_on_error": False}
     try:
-        cli_class(UserEmbedModule, UserDataModule, args=[command, *argv], save_config_kwargs={"overwrite": True},
-                  seed_everything_default=0, parser_kwargs={**no_exit, command: no_exit})
+        UserEmbedCLI(UserEmbedModule, UserDataModule, args=[command, *argv], save_config_kwargs={"overwrite": True},
+                     seed_everything_default=0, parser_kwargs={**no_exit, command: no_exit},
+                     trainer_defaults={"plugins": [{"class_path": f"{__name__}.AtomicCheckpointIO"}],
+                                       "callbacks": [ResumeRandomState()]})
     except ArgumentError as exc:
         cause = _user_error_in_chain(exc)
         message = str(cause) if cause else one_line(str(exc))

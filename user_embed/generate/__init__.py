@@ -88,7 +88,8 @@ def _answer_batch(module, personalizer: Personalizer, requests: list[Request], r
         tokens, lengths, seconds = module.generate_batch(personalizer, [requests[i] for i in batch], sampling)
     except (ValueError, RuntimeError) as exc:  # e.g. a prompt longer than the model allows
         if len(batch) == 1:
-            results[batch[0]].error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            results[batch[0]].error = f"{type(exc).__name__}: {message}"
             return
         for index in batch:
             _answer_batch(module, personalizer, requests, results, [index], sampling)

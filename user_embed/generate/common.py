@@ -11,7 +11,6 @@ same placement as in training. The HF backend feeds the left-padded batch to
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,8 +18,6 @@ import torch
 
 from user_embed.assets import resolve_model
 from user_embed.errors import CheckpointError, UserError
-
-log = logging.getLogger(__name__)
 
 BACKENDS = ("hf", "vllm")
 
@@ -138,7 +135,8 @@ class Personalizer:
         datamodule.setup()
         self.collator = datamodule.collator
         self.tables = datamodule.tables
-        self.known_users = set(self.tables["users"]["user_id"].cast(str).to_list()) | set(self.collator.histories.offsets)
+        users = set(self.tables["users"]["user_id"].cast(str).to_list())
+        self.known_users = users | set(self.collator.histories.offsets)
 
         real = resolve_model(requested, "llm")
         folder = compat_llm_folder(real)  # the same folder, readable by the older transformers vLLM brings
@@ -186,8 +184,19 @@ class Personalizer:
         examples = [Example(str(r.user_id), str(r.question).strip(), "", []) for r in requests]
         batch = self.collator(examples).to(self.device)  # histories up to now (no cutoff)
         prompt = self.module.prompt_batch(examples, with_answers=False, padding_side="left")
+        self._check_length(prompt.attention_mask)
         embeds, _ = self.module.inputs_embeds(batch, prompt)  # (B, T, d_llm)
         return PromptEmbeds(embeds, prompt.attention_mask)
+
+    @property
+    def max_positions(self) -> int:
+        """Longest sequence (prompt + answer) the LLM was built for."""
+        return int(getattr(self.module.llm.config, "max_position_embeddings", 0) or 4096)
+
+    def _check_length(self, attention_mask: torch.Tensor) -> None:
+        longest = int(attention_mask.sum(1).max())
+        if longest >= self.max_positions:
+            raise ValueError(f"prompt of {longest} tokens does not fit the LLM's {self.max_positions} positions")
 
     def text_embeds(self, questions: list[str], contexts: list[str]) -> PromptEmbeds:
         """Baseline prompts (no soft prompt): ``context`` as text before each question, left-padded."""
@@ -197,6 +206,7 @@ class Personalizer:
         prompt = self.module.prompt_batch(examples, with_answers=False, method="text", contexts=contexts,
                                           padding_side="left")
         with torch.no_grad():
+            self._check_length(prompt.attention_mask)
             embeds = self.module.llm.get_input_embeddings()(prompt.input_ids)  # (B, T, d_llm)
         return PromptEmbeds(embeds, prompt.attention_mask)
 

@@ -34,17 +34,15 @@ def import_vllm():
     return vllm
 
 
-def engine(personalizer, max_model_len: int | None = None):
+def engine(personalizer, max_model_len: int = 4096):
     """The vLLM engine for this personalizer's LLM (built on first use, then reused)."""
     cached = personalizer._engines.get("vllm")
     if cached is not None:
         return cached
     vllm = import_vllm()
-    config = personalizer.module.llm.config
-    limit = int(getattr(config, "max_position_embeddings", 2048) or 2048)
     dtype = str(personalizer.module.llm.dtype).removeprefix("torch.")
     llm = vllm.LLM(model=personalizer.llm_path, tokenizer=personalizer.llm_path, enable_prompt_embeds=True,
-                   dtype=dtype, enforce_eager=True, max_model_len=min(limit, max_model_len or 2048),
+                   dtype=dtype, enforce_eager=True, max_model_len=min(personalizer.max_positions, max_model_len),
                    seed=0, trust_remote_code=personalizer.module.llm_config.trust_remote_code)
     personalizer._engines["vllm"] = llm
     return llm

@@ -1,4 +1,8 @@
-"""Load any HF causal LM (offline default, HF id or folder), frozen and in eval mode; optional LoRA."""
+"""Load any HF causal LM (offline default, HF id or folder), frozen and in eval mode; optional LoRA.
+
+Safe by default: weights come from safetensors only (``use_safetensors=True``), configs and
+tokenizers from JSON, and model code from the hub runs only with ``trust_remote_code: true``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,12 @@ from torch import nn
 
 from user_embed.config import LLMConfig
 from user_embed.errors import UserError
+
+
+#: Saved architectures that generate text (``LlamaForCausalLM``, ``GPT2LMHeadModel``,
+#: ``Gemma3ForConditionalGeneration``); a folder saved as e.g. ``BertModel`` or ``BertForMaskedLM``
+#: is refused even though its model type has a causal-LM class.
+GENERATIVE_MARKERS = ("CausalLM", "LMHead", "ConditionalGeneration")
 
 
 @dataclass
@@ -45,14 +55,26 @@ def load_llm(config: LLMConfig | None = None, dtype: torch.dtype = torch.float32
         raise UserError(f"LLM '{config.name_or_path}': cannot load a model config from '{path}' "
                         f"(not an HF model folder, or the id is not reachable offline): {exc}".splitlines()[0]) from exc
     except ValueError as exc:
+        if "custom code" in str(exc) and not config.trust_remote_code:
+            raise UserError(f"LLM '{config.name_or_path}' ships its own model code, which is not run unless you "
+                            "trust it: set llm.trust_remote_code: true (--model.llm.trust_remote_code true)") from exc
         raise UserError(f"LLM '{config.name_or_path}': {exc}".splitlines()[0]) from exc
-    if hf_config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not config.trust_remote_code:
-        raise UserError(f"LLM '{config.name_or_path}' is a '{hf_config.model_type}' model, not a causal LM "
+    architectures = list(getattr(hf_config, "architectures", None) or [])
+    generative = any(marker in a for a in architectures for marker in GENERATIVE_MARKERS)
+    if not config.trust_remote_code and (hf_config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+                                         or (architectures and not generative)):
+        kind = architectures[0] if architectures and not generative else f"'{hf_config.model_type}' model"
+        raise UserError(f"LLM '{config.name_or_path}' is a {kind}, not a causal LM "
                         f"(pass a decoder-only model such as SmolLM2, Llama, Qwen2)")
     tokenizer = AutoTokenizer.from_pretrained(path, **common)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **common)
+    try:  # weights from safetensors only: a pytorch_model.bin (a pickle) is never read
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True, **common)
+    except OSError as exc:
+        raise UserError(f"LLM '{config.name_or_path}': no safetensors weights in '{path}' (only safetensors are "
+                        f"loaded, never pytorch_model.bin; re-save the model with `save_pretrained`): "
+                        f"{exc}".splitlines()[0]) from exc
     freeze(model)
     if config.lora:
         model = add_lora(model, config)
