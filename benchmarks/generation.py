@@ -237,8 +237,8 @@ def chart(result: dict, path: Path) -> None:
         if "time" in title:
             axis.set_yscale("log")
     axes[0].legend(fontsize=8)
-    figure.suptitle(f"Personalized generation on {result['machine']['device']} "
-                    f"({result['max_new_tokens']} new tokens, greedy fp32)")
+    figure.suptitle(f"Personalized generation on {result['machine']['device']}, {result['machine']['threads']} "
+                    f"thread(s) ({result['max_new_tokens']} new tokens at most, greedy fp32)")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

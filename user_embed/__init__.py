@@ -10,7 +10,21 @@ import importlib
 
 __version__ = "0.1.0"
 
-_PUBLIC = {}
+_PUBLIC = {
+    "UserEmbedder": "user_embed.embedder",
+    "UserEmbedModule": "user_embed.module",
+    "UserDataModule": "user_embed.data.datamodule",
+    "SourceConfig": "user_embed.config",
+    "AdapterConfig": "user_embed.config",
+    "LLMConfig": "user_embed.config",
+    "LossConfig": "user_embed.config",
+    "OptimConfig": "user_embed.config",
+    "list_encoders": "user_embed.encoders",
+    "load": "user_embed.generate",
+    "generate": "user_embed.generate",
+    "Request": "user_embed.generate",
+    "SamplingConfig": "user_embed.generate",
+}
 
 __all__ = sorted(_PUBLIC)
 
