@@ -21,7 +21,6 @@ _PUBLIC = {
     "OptimConfig": "user_embed.config",
     "list_encoders": "user_embed.encoders",
     "load": "user_embed.generate",
-    "generate": "user_embed.generate",
     "Request": "user_embed.generate",
     "SamplingConfig": "user_embed.generate",
 }
