@@ -40,6 +40,7 @@ def write_tables(out_dir: str | Path, tables: dict[str, pl.DataFrame], summary: 
         validate(name, df)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    tmp.chmod(0o755)  # mkdtemp makes a private folder; outputs are shared
     try:
         for name, df in tables.items():
             df.write_parquet(tmp / f"{name}.parquet")

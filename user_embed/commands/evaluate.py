@@ -80,6 +80,7 @@ def main(argv: list[str], command: str = "evaluate") -> int:
     final = out  # everything is written to a temp folder beside it, then renamed into place (atomic)
     final.parent.mkdir(parents=True, exist_ok=True)
     out = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    out.chmod(0o755)  # mkdtemp makes a private folder; outputs are shared
     try:
         plots = {"accuracy": plot_accuracy(metrics["accuracy"], out / "accuracy_by_family.png", metrics["chance"])}
         logs = Path(args.logs) if args.logs else checkpoint.parent / "logs" / "metrics.csv"

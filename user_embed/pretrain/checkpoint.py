@@ -53,6 +53,7 @@ def save_encoder_checkpoint(directory: str | Path, encoder: nn.Module, source: S
         "pretrain": report or {},
     }
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
+    tmp.chmod(0o755)  # mkdtemp makes a private folder; outputs are shared
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}, str(tmp / ENCODER_WEIGHTS))
         if head is not None:
