@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -27,6 +29,32 @@ def write_json_atomic(path: str | Path, obj) -> None:
         raise
 
 
+@contextmanager
+def atomic_directory(final: str | Path, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temp folder beside ``final``; on success it replaces ``final`` in one rename, on error it is removed.
+
+    A reader never sees a half-written ``final``: it is either the old folder or the new one.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    tmp.chmod(0o755)  # mkdtemp makes a private folder; outputs are shared
+    try:
+        yield tmp
+        if final.exists():
+            if not overwrite:
+                raise FileExistsError(f"{final}: already exists")
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def write_tables(out_dir: str | Path, tables: dict[str, pl.DataFrame], summary: dict, overwrite: bool = True) -> Path:
     """Validate and write ``<out_dir>/<name>.parquet`` for each table plus ``summary.json``.
 
@@ -38,23 +66,8 @@ def write_tables(out_dir: str | Path, tables: dict[str, pl.DataFrame], summary: 
         raise FileExistsError(f"{out_dir}: exists and is not a directory")
     for name, df in tables.items():
         validate(name, df)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    tmp.chmod(0o755)  # mkdtemp makes a private folder; outputs are shared
-    try:
+    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         for name, df in tables.items():
             df.write_parquet(tmp / f"{name}.parquet")
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        if out_dir.exists():
-            if not overwrite:
-                raise FileExistsError(f"{out_dir}: already exists")
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir

@@ -19,13 +19,11 @@ Profile item: ``{"id": movie id, "text": "Toy Story (1995) [Animation, Comedy]",
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import polars as pl
 
+from data_pipelines.io import atomic_directory
 from data_pipelines.report import DataError, RowReport
 
 SPLIT_DIRS = ("train", "dev", "test")
@@ -167,21 +165,8 @@ def _write_atomic(out_dir: Path, files: dict[str, object]) -> None:
     out_dir = out_dir.resolve()
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"{out_dir}: exists and is not a directory")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    try:
+    with atomic_directory(out_dir) as tmp:
         for name, obj in files.items():
             path = tmp / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(obj, ensure_ascii=False, indent=1), encoding="utf-8")
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -7,9 +7,6 @@ recorded, and loading checks them against the LLM you pair the embedder with.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from data_pipelines.io import atomic_directory
 from user_embed.adapter import Adapter, AdapterOutput
 from user_embed.config import AdapterConfig, SourceConfig
 from user_embed.data.spec import DataSpec
@@ -77,24 +75,11 @@ class UserEmbedder(nn.Module):
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write config.json, model.safetensors and a model card atomically into ``directory``."""
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
-        tmp.chmod(0o755)  # mkdtemp makes a private folder; outputs are shared
-        try:
+        with atomic_directory(directory) as tmp:
             state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
             save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
             (tmp / CONFIG_NAME).write_text(json.dumps(self.config_dict(), indent=2))
             (tmp / CARD_NAME).write_text(model_card(self.config_dict()))
-            if directory.exists():
-                old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-                os.replace(directory, old)
-                os.replace(tmp, directory)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return directory
 
     @classmethod

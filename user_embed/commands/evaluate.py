@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from user_embed.errors import UserError
@@ -77,14 +74,12 @@ def main(argv: list[str], command: str = "evaluate") -> int:
     metrics["findings"] = findings(metrics)
     predictions = metrics.pop("predictions")
 
-    final = out  # everything is written to a temp folder beside it, then renamed into place (atomic)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    out = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
-    out.chmod(0o755)  # mkdtemp makes a private folder; outputs are shared
-    try:
-        plots = {"accuracy": plot_accuracy(metrics["accuracy"], out / "accuracy_by_family.png", metrics["chance"])}
+    from data_pipelines.io import atomic_directory, write_json_atomic
+
+    with atomic_directory(out) as tmp:  # the report folder appears complete or not at all
+        plots = {"accuracy": plot_accuracy(metrics["accuracy"], tmp / "accuracy_by_family.png", metrics["chance"])}
         logs = Path(args.logs) if args.logs else checkpoint.parent / "logs" / "metrics.csv"
-        plots["losses"] = plot_losses(logs, out / "training_losses.png")
+        plots["losses"] = plot_losses(logs, tmp / "training_losses.png")
         users = sorted({ex.user_id for ex in examples})
         cutoffs = {ex.user_id: ex.cutoff for ex in examples}
         vectors = embed_users(embedder, data.collator, users, [cutoffs[u] for u in users])
@@ -93,19 +88,12 @@ def main(argv: list[str], command: str = "evaluate") -> int:
             profile = data.tables["users"].select("user_id", field).to_dict(as_series=False)
             by_user = dict(zip(profile["user_id"], profile[field]))
             plots["embeddings"] = plot_embeddings(vectors, [str(by_user.get(u)) for u in users], field,
-                                                  out / "user_embeddings.png")
+                                                  tmp / "user_embeddings.png")
         plots = {k: Path(v).name for k, v in plots.items() if v}
-        from data_pipelines.io import write_json_atomic
-
-        write_json_atomic(out / "metrics.json", metrics)
-        with open(out / "predictions.jsonl", "w") as f:
+        write_json_atomic(tmp / "metrics.json", metrics)
+        with open(tmp / "predictions.jsonl", "w") as f:
             f.writelines(json.dumps(row) + "\n" for row in predictions)
-        (out / "report.md").write_text(markdown_report(metrics, plots))
-        replace_folder(out, final)
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
-        raise
-    out = final
+        (tmp / "report.md").write_text(markdown_report(metrics, plots))
     embedder.metrics = {"userqa": {"accuracy": {m: {k: v for k, v in a.items() if not k.startswith("task/")}
                                                 for m, a in metrics["accuracy"].items()},
                                    "prompt_tokens": metrics["prompt_tokens"], "questions": metrics["questions"]}}
@@ -113,17 +101,6 @@ def main(argv: list[str], command: str = "evaluate") -> int:
     print(summary_table(metrics))
     print(f"report: {out / 'report.md'}")
     return 0
-
-
-def replace_folder(tmp: Path, final: Path) -> None:
-    """Move the finished ``tmp`` folder to ``final``, replacing an older ``final`` only once ``tmp`` is complete."""
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
 
 
 def summary_table(metrics: dict) -> str:

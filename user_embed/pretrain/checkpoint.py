@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from data_pipelines.io import atomic_directory
 from user_embed.config import SourceConfig
 from user_embed.data.spec import DataSpec
 from user_embed.errors import CheckpointError
@@ -52,24 +50,12 @@ def save_encoder_checkpoint(directory: str | Path, encoder: nn.Module, source: S
         "spec": spec.to_json(),
         "pretrain": report or {},
     }
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
-    tmp.chmod(0o755)  # mkdtemp makes a private folder; outputs are shared
-    try:
+    with atomic_directory(directory) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}, str(tmp / ENCODER_WEIGHTS))
         if head is not None:
             save_file({k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}, str(tmp / HEAD_WEIGHTS))
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str))
         (tmp / CARD_NAME).write_text(_card(config))
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 
