@@ -353,3 +353,50 @@ def write_lamp_submission(task: str, preds: dict[str, str], path: str | Path) ->
     golds = [{"id": str(qid), "output": output} for qid, output in preds.items()]
     write_json_atomic(path, {"task": spec.official_name, "golds": golds})
     return Path(path)
+
+
+#: LaMP's own folder layout (and the one ``build_lamp3_from_movielens`` writes): split folder → qa split.
+LAMP_SPLIT_DIRS = {"train": "train", "dev": "val", "test": "test"}
+
+
+def find_lamp_files(folder: str | Path) -> dict[str, tuple[Path, Path | None]]:
+    """``{split: (questions, outputs or None)}`` from ``<folder>/{train,dev,test}/<name>_questions.json``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder (expected train/, dev/ and/or test/ with *_questions.json)")
+    found: dict[str, tuple[Path, Path | None]] = {}
+    for name, split in LAMP_SPLIT_DIRS.items():
+        questions = sorted((folder / name).glob("*questions.json"))
+        if len(questions) > 1:
+            raise DataError(f"{folder / name}: several *questions.json files ({', '.join(q.name for q in questions)})")
+        if questions:
+            outputs = questions[0].with_name(questions[0].name.replace("questions", "outputs"))
+            found[split] = (questions[0], outputs if outputs.is_file() else None)
+    if not found:
+        raise DataError(f"{folder}: no train/, dev/ or test/ folder with a *_questions.json file")
+    return found
+
+
+def import_lamp_splits(task: str, files: dict[str, tuple[str | Path, str | Path | None]]) -> ImportResult:
+    """Import several splits of one task (``{split: (questions, outputs or None)}``) into one set of tables.
+
+    Question ids are users, so an id that appears in two splits is refused (naming both files).
+    """
+    parts = {split: import_lamp(task, q, o, split=split) for split, (q, o) in files.items()}
+    seen: dict[str, str] = {}
+    for split, part in parts.items():
+        for qid in part.tables["users"]["user_id"].to_list():
+            if qid in seen:
+                raise DataError(f"question id '{qid}' is in both {seen[qid]} and {files[split][0]}; "
+                                "LaMP ids must be unique across splits")
+            seen[qid] = str(files[split][0])
+    tables = {
+        name: pl.concat([p.tables[name] for p in parts.values()], how="vertical_relaxed")
+        for name in ("events", "users", "qa")
+    }
+    tables["items"] = pl.concat([p.tables["items"] for p in parts.values()], how="vertical_relaxed").unique(
+        "item_id", keep="first", maintain_order=True)
+    info = {"dataset": "lamp", "task": resolve_task(task).name,
+            "splits": {split: p.info for split, p in parts.items()}}
+    return ImportResult(tables, [r for p in parts.values() for r in p.reports], info=info,
+                        notes=[n for p in parts.values() for n in p.notes])

@@ -835,7 +835,6 @@ def test_limit_training_data_reports_truncation(world, capsys):
                                         "questions_without_events": 0}
 
 
-@pytest.mark.xfail(strict=True, reason="generate has no prompt-length check yet (reported: generate/common.py)")
 def test_limit_question_longer_than_the_llm_context_is_refused(world, tmp_path, capsys):
     """A question longer than the LLM's context must be refused per row, not run (1 MB would exhaust memory)."""
     question = "which genre " * 300  # 600 tokens > max_position_embeddings 512 of the tiny LLM

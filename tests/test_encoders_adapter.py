@@ -88,7 +88,7 @@ def test_registry_lists_builtin_kinds_and_rejects_unknown(spec):
         SourceConfig(kind="sequence", dim=10, heads=4)
 
 
-@pytest.mark.parametrize("kind, tokens", [("sequence", 7), ("text", 3), ("tabular", 2)])
+@pytest.mark.parametrize("kind, tokens", [("sequence", 7), ("text", 3), ("tabular", 2), ("category_stats", 4)])
 def test_output_shapes_and_masks(spec, kind, tokens):
     encoder = make_encoder(kind, spec)
     out = encoder(make_inputs(["long", "short", "empty"], 7))
@@ -99,11 +99,13 @@ def test_output_shapes_and_masks(spec, kind, tokens):
         assert (out.tokens[~out.mask] == 0).all()
     elif kind == "text":  # K pooled tokens for users with history, none for the empty one
         assert out.mask.all(1).tolist() == [True, True, False]
-    else:  # one token per profile field; the short user's age is missing
+    elif kind == "tabular":  # one token per profile field; the short user's age is missing
         assert out.mask.tolist() == [[True, True], [True, False], [True, True]]
+    else:  # a summary token + one per category, always attendable
+        assert out.mask.all()
 
 
-@pytest.mark.parametrize("kind", ["sequence", "text", "tabular"])
+@pytest.mark.parametrize("kind", ["sequence", "text", "tabular", "category_stats"])
 @pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
 def test_padding_and_neighbours_do_not_change_a_users_output(spec, kind, grad):
     encoder = make_encoder(kind, spec)
@@ -124,6 +126,22 @@ def test_sequence_encoder_reads_the_history(spec):
     out2 = encoder(changed)
     assert not torch.allclose(out.tokens[0], out2.tokens[0])
     torch.testing.assert_close(out.tokens[1], out2.tokens[1])  # the other user is untouched
+
+
+def test_category_statistics_by_hand():
+    from user_embed.encoders.category_stats import category_features
+
+    # "long": items 2,5,7,3,9 (oldest first) → categories {1}, {1,2}, {3,1}, {2,3}, {2}; values 1.0, –, -0.5, 0.2, 1.5
+    feats = category_features(make_inputs(["long"], 7), 4, (1, 5))[0]  # (3 categories, F)
+    expected = torch.tensor([
+        # last 1, gap to top, last 5, gap to top, older half (2 events), newer half (3), mean value, seen
+        [0.0, -1.0, 3 / 5, 0.0, 2 / 2, 1 / 3, (1.0 - 0.5) / 2, 1.0],
+        [1.0, 0.0, 3 / 5, 0.0, 1 / 2, 2 / 3, (0.2 + 1.5) / 2, 1.0],
+        [0.0, -1.0, 2 / 5, -1 / 5, 0 / 2, 2 / 3, (-0.5 + 0.2) / 2, 1.0],
+    ])
+    torch.testing.assert_close(feats, expected)
+    empty = category_features(make_inputs(["empty"], 3), 4, (1, 5))
+    assert (empty == 0).all()
 
 
 def test_tail_keeps_the_most_recent_events(spec):

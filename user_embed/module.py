@@ -20,9 +20,9 @@ from user_embed.data.collate import Example, UserBatch
 from user_embed.embedder import UserEmbedder
 from user_embed.encoders.registry import get_encoder_builder
 from user_embed.errors import ConfigError
-from user_embed.eval.choice import pick, score_options
+from user_embed.eval.choice import pick, prefill_shared_prefix, score_options, shared_prefix_length
 from user_embed.llm.load import load_llm
-from user_embed.llm.prompt import PromptBuilder
+from user_embed.llm.prompt import PromptBuilder, PromptIds
 from user_embed.llm.soft_prompt import IGNORE_INDEX, PromptBatch, collate_prompts, mean_question_embedding, splice_soft_prompt
 from user_embed.losses import ContrastiveLoss, answer_loss
 
@@ -153,15 +153,28 @@ class UserEmbedModule(L.LightningModule):
         return losses
 
     @torch.no_grad()
-    def answer_choices(self, batch: UserBatch, method: str = "soft", contexts: list[str] | None = None):
-        """Pick an option per question by likelihood; returns (predictions, mean prompt tokens)."""
-        prompt = self.prompt_batch(batch.examples, with_answers=False, method=method, contexts=contexts,
-                                   padding_side="left")
+    def answer_choices(self, batch: UserBatch, method: str = "soft", contexts: list[str] | None = None,
+                       min_shared_prefix: int = 64):
+        """Pick an option per question by likelihood; returns (predictions, mean prompt tokens).
+
+        Without soft tokens, a prefix that all rows share (≥ ``min_shared_prefix`` tokens, e.g. one user's
+        history as text) runs once and the rows continue from its KV cache.
+        """
+        k = self.embedder.num_tokens if method == "soft" else 0
+        prompts = [self.prompts.build(ex.question, None, num_soft=k, context=contexts[i] if contexts else None)
+                   for i, ex in enumerate(batch.examples)]
+        tokens = sum(len(p.ids) for p in prompts) / len(prompts)
+        shared = shared_prefix_length([p.ids for p in prompts]) if not k and len(prompts) > 1 else 0
+        past = None
+        if shared >= min_shared_prefix:
+            past = prefill_shared_prefix(self.llm, prompts[0].ids[:shared], len(prompts), self.device)
+            prompts = [PromptIds(ids=p.ids[shared:], question_ids=p.question_ids) for p in prompts]
+        prompt = collate_prompts(prompts, self.tokenizer.pad_token_id, "left").to(self.device)
         embeds, _ = self.inputs_embeds(batch, prompt)
+        positions = prompt.position_ids + shared if past is not None else prompt.position_ids
         options = [[self.prompts.answer_ids(o) for o in ex.options] for ex in batch.examples]
-        scores = score_options(self.llm, embeds, prompt.attention_mask, prompt.position_ids, options,
-                               self.tokenizer.pad_token_id)
-        tokens = prompt.attention_mask.sum(1).float().mean().item()
+        scores = score_options(self.llm, embeds, prompt.attention_mask, positions, options,
+                               self.tokenizer.pad_token_id, past=past)
         return pick(scores, [ex.options for ex in batch.examples]), tokens
 
     # ---- Lightning hooks ---------------------------------------------------------------------------

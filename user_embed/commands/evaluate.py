@@ -1,7 +1,14 @@
-"""`user-embed evaluate --checkpoint EMBEDDER --data DIR --out DIR`: UserQA accuracy of soft prompts vs baselines.
+"""`user-embed evaluate --checkpoint EMBEDDER --data DIR --out DIR`: soft prompts vs baselines on the same LLM.
 
-Writes ``metrics.json`` ({"accuracy": {method: {overall, <family>, task/<task>}}, "prompt_tokens": {method: …}}),
-``predictions.jsonl``, ``report.md`` and PNG plots, and records the metrics in the embedder's model card.
+Methods: ``none`` (question only), ``text`` (most recent events as text), ``bm25`` (the events that best
+match the question, as text) and ``soft`` (the embedder's soft prompt); answers are the options the LLM
+finds most likely. Writes ``metrics.json`` ({"accuracy": {method: {overall, <family>, task/<task>}},
+"prompt_tokens": {method: …}}), ``predictions.jsonl``, ``report.md`` and PNG plots, and records the
+metrics in the embedder's model card.
+
+``--benchmark lamp`` (data from ``prepare lamp``; LaMP-1, 2 and 3, whose answers are labels) adds the
+official LaMP metrics per method (``metrics.json`` → "lamp") and one submission file per method,
+``<method>_preds.json`` = ``{"task": "LaMP_N", "golds": [{"id", "output"}]}``.
 """
 
 from __future__ import annotations
@@ -18,11 +25,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--checkpoint", required=True, help="embedder folder (save_pretrained output)")
     p.add_argument("--data", required=True, help="prepared data folder (user-embed prepare …)")
     p.add_argument("--out", default=None, help="output folder (default: <checkpoint>/../eval)")
-    p.add_argument("--benchmark", default="userqa", choices=["userqa"], help="benchmark to run")
-    p.add_argument("--methods", default="none,text,soft", help="comma-separated: none,text,soft")
+    p.add_argument("--benchmark", default="userqa", choices=["userqa", "lamp"],
+                   help="userqa (accuracy per family) or lamp (adds LaMP's official metrics and submission files)")
+    p.add_argument("--methods", default="none,text,soft", help="comma-separated: none,text,bm25,soft")
     p.add_argument("--llm", default=None, help="LLM id/folder (default: the one the embedder was trained with)")
     p.add_argument("--split", default="test", choices=["test", "val"])
     p.add_argument("--max-per-task", type=int, default=None, help="cap questions per task (seeded choice)")
+    p.add_argument("--max-users", type=int, default=None,
+                   help="cap test users (seeded choice); each keeps all their questions")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--history-events", type=int, default=50, help="events written out by the text baseline")
     p.add_argument("--logs", default=None, help="Lightning metrics.csv for the loss plot")
@@ -35,11 +45,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str], command: str = "evaluate") -> int:
     args = parse(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = sorted(set(methods) - {"none", "text", "soft"})
+    from user_embed.eval.userqa import METHODS
+
+    unknown = sorted(set(methods) - set(METHODS))
     if unknown or not methods:
-        raise UserError(f"--methods: unknown method(s) {unknown or methods}; choose from none, text, soft")
+        raise UserError(f"--methods: unknown method(s) {unknown or methods}; choose from {', '.join(METHODS)}")
     if args.batch_size <= 0:
         raise UserError("--batch-size must be > 0")
+    for flag, cap in (("--max-per-task", args.max_per_task), ("--max-users", args.max_users)):
+        if cap is not None and cap <= 0:
+            raise UserError(f"{flag} must be > 0, got {cap}")
     import torch
 
     from user_embed.config import LLMConfig
@@ -56,9 +71,10 @@ def main(argv: list[str], command: str = "evaluate") -> int:
     out = Path(args.out) if args.out else checkpoint.parent / "eval"
     data = UserDataModule(args.data, eval_batch_size=args.batch_size, max_history=embedder.max_len,
                           item_text_vectors=False, contrastive_texts=False, max_eval_per_task=args.max_per_task,
-                          seed=args.seed)
+                          max_eval_users=args.max_users, seed=args.seed)
     data.use_spec(embedder.spec)
     data.setup("test")
+    lamp_task = lamp_task_of(data.examples.get(args.split) or []) if args.benchmark == "lamp" else None
     llm_name = args.llm or embedder.llm_info.get("name_or_path", "default")
     module = UserEmbedModule(embedder.source_configs, embedder.adapter_config, LLMConfig(name_or_path=llm_name))
     module.build(embedder.spec, embedder=embedder)
@@ -73,8 +89,11 @@ def main(argv: list[str], command: str = "evaluate") -> int:
                     "llm": embedder.llm_info.get("origin", llm_name), "seed": args.seed})
     metrics["findings"] = findings(metrics)
     predictions = metrics.pop("predictions")
+    if lamp_task:
+        metrics["lamp"] = {"task": lamp_task, **lamp_scores(lamp_task, predictions, methods)}
 
     from data_pipelines.io import atomic_directory, write_json_atomic
+    from data_pipelines.lamp import write_lamp_submission
 
     with atomic_directory(out) as tmp:  # the report folder appears complete or not at all
         plots = {"accuracy": plot_accuracy(metrics["accuracy"], tmp / "accuracy_by_family.png", metrics["chance"])}
@@ -93,14 +112,54 @@ def main(argv: list[str], command: str = "evaluate") -> int:
         write_json_atomic(tmp / "metrics.json", metrics)
         with open(tmp / "predictions.jsonl", "w") as f:
             f.writelines(json.dumps(row) + "\n" for row in predictions)
-        (tmp / "report.md").write_text(markdown_report(metrics, plots))
+        report = markdown_report(metrics, plots)
+        if lamp_task:
+            report += lamp_report(metrics["lamp"], methods)
+            for method in methods:
+                write_lamp_submission(lamp_task, {row["user_id"]: row[method] for row in predictions},
+                                      tmp / f"{method}_preds.json")
+        (tmp / "report.md").write_text(report)
     embedder.metrics = {"userqa": {"accuracy": {m: {k: v for k, v in a.items() if not k.startswith("task/")}
                                                 for m, a in metrics["accuracy"].items()},
                                    "prompt_tokens": metrics["prompt_tokens"], "questions": metrics["questions"]}}
     embedder.save_pretrained(checkpoint)
     print(summary_table(metrics))
+    if lamp_task:
+        print(json.dumps(metrics["lamp"]))
     print(f"report: {out / 'report.md'}")
     return 0
+
+
+def lamp_task_of(examples) -> str:
+    """The one LaMP task (with a label set) the questions belong to; UserError otherwise."""
+    from data_pipelines.lamp import resolve_task
+
+    tasks = sorted({ex.task for ex in examples})
+    if len(tasks) != 1:
+        raise UserError(f"--benchmark lamp needs questions of one LaMP task (prepare lamp …); found tasks {tasks}")
+    task = resolve_task(tasks[0])
+    if any(ex.answer == "" for ex in examples):
+        raise UserError("--benchmark lamp: these questions have no golds (prepare lamp … with their outputs file)")
+    if not task.labels:
+        raise UserError(f"--benchmark lamp scores tasks with a label set (LaMP-1, 2, 3); {task.name} is a generation "
+                        "task: write answers with `user-embed generate --input` and score them with `user-embed score lamp`")
+    return task.name
+
+
+def lamp_scores(task: str, predictions: list[dict], methods: list[str]) -> dict:
+    """{method: LaMP metrics} from predictions.jsonl rows (the gold is each row's ``answer``)."""
+    from user_embed.eval.lamp_metrics import lamp_metrics
+
+    golds = [row["answer"] for row in predictions]
+    return {method: lamp_metrics(task, [row[method] for row in predictions], golds) for method in methods}
+
+
+def lamp_report(scores: dict, methods: list[str]) -> str:
+    keys = [k for k in scores[methods[0]]]
+    lines = [f"\n## {scores['task']} (official LaMP metrics)\n", "| method | " + " | ".join(keys) + " |",
+             "|---|" + "---|" * len(keys)]
+    lines += [f"| {m} | " + " | ".join(f"{scores[m][k]:.4f}" for k in keys) + " |" for m in methods]
+    return "\n".join(lines) + "\n"
 
 
 def summary_table(metrics: dict) -> str:

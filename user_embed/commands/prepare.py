@@ -7,6 +7,10 @@ Sources::
     user-embed prepare events --events log.csv --user-col uid --item-col sku --time-col ts \\
         [--items items.csv --title-col name --category-col tags --category-sep '|'] \\
         [--mapping mapping.yaml] --out data/shop                   # any event log
+    user-embed prepare lamp --task LaMP_3 --dir LaMP_3/ --out data/lamp3   # LaMP train/dev/test folders
+    user-embed prepare lamp --task LaMP_3 --questions dev_questions.json [--outputs dev_outputs.json] \
+        [--split test] --out data/lamp3-dev                        # one LaMP file pair
+    user-embed prepare lamp3-movielens --out lamp/LaMP_3_movielens   # LaMP-3-format files built from ML-100k
 
 Each source is one entry of :data:`SOURCES` (name → help, add-arguments, run); adding a
 source means adding a function pair and an entry there. All sources share ``--out``,
@@ -129,6 +133,55 @@ def _run_events(args: argparse.Namespace) -> int:
     return write(result, args)
 
 
+def _lamp_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", required=True, help="LaMP_1 … LaMP_7 or LaMP_2_news")
+    parser.add_argument("--dir", type=Path, metavar="DIR",
+                        help="folder with train/, dev/, test/ each holding *_questions.json (+ *_outputs.json)")
+    parser.add_argument("--questions", type=Path, metavar="FILE", help="one *_questions.json (instead of --dir)")
+    parser.add_argument("--outputs", type=Path, metavar="FILE", help="its *_outputs.json (golds), if any")
+    parser.add_argument("--split", default="test", choices=["train", "dev", "val", "test"],
+                        help="split of --questions (default test)")
+    add_common_arguments(parser)
+
+
+def _run_lamp(args: argparse.Namespace) -> int:
+    from data_pipelines.lamp import find_lamp_files, import_lamp_splits
+    from data_pipelines.prepare import prepare
+
+    if (args.dir is None) == (args.questions is None):
+        args.parser.error("give either --dir or --questions")
+    if args.outputs is not None and args.questions is None:
+        args.parser.error("--outputs goes with --questions")
+    split = "val" if args.split == "dev" else args.split
+    files = find_lamp_files(args.dir) if args.dir else {split: (args.questions, args.outputs)}
+    prepare(import_lamp_splits(args.task, files), args.out, seed=args.seed, build_qa=False)  # LaMP has its questions
+    return 0
+
+
+def _lamp3_movielens_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR",
+                        help="output folder: train/, dev/, test/ *_questions.json + *_outputs.json, summary.json")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the user-disjoint split (default 0)")
+    parser.add_argument("--profile-size", type=int, default=50, help="profile items per question (default 50)")
+    parser.add_argument("--questions-per-user", type=int, default=1, help="rated movies asked per user (default 1)")
+    parser.add_argument("--strict", action="store_true", help="stop at the first rating that would be dropped")
+
+
+def _run_lamp3_movielens(args: argparse.Namespace) -> int:
+    import json
+
+    from data_pipelines.lamp_movielens import build_lamp3_from_movielens
+    from data_pipelines.movielens import import_movielens
+    from user_embed.assets import movielens_100k_dir
+
+    tables = import_movielens(movielens_100k_dir(report=print), strict=args.strict).tables
+    summary = build_lamp3_from_movielens(tables["events"], tables["items"], args.out, seed=args.seed, profile_size=args.profile_size,
+                                         questions_per_user=args.questions_per_user, strict=args.strict)
+    print(json.dumps(summary["splits"]))
+    print(f"wrote {args.out}")
+    return 0
+
+
 #: Subcommand name → Source. Add a source by adding an entry.
 SOURCES: dict[str, Source] = {
     "movielens-100k": Source(
@@ -142,6 +195,10 @@ SOURCES: dict[str, Source] = {
         _run_movielens,
     ),
     "events": Source("any event log (CSV/TSV/parquet) with a column mapping", _events_arguments, _run_events),
+    "lamp": Source("LaMP questions/outputs json (tasks 1-7, one file pair or train/dev/test folders)",
+                   _lamp_arguments, _run_lamp),
+    "lamp3-movielens": Source("write a LaMP-3-format rating set (user-disjoint) built from the offline ML-100k",
+                              _lamp3_movielens_arguments, _run_lamp3_movielens),
 }
 
 

@@ -33,8 +33,8 @@ class UserDataModule(L.LightningDataModule):
     def __init__(self, data_dir: str = "data/ml-100k", batch_size: int = 16, eval_batch_size: int = 32,
                  max_history: int = 50, text_encoder: str = "default", item_text_vectors: bool = True,
                  contrastive_texts: bool = True, tasks: list[str] | None = None,
-                 max_eval_per_task: int | None = None, profile_fields: list[str] | None = None,
-                 seed: int = 0, num_workers: int = 0):
+                 max_eval_per_task: int | None = None, max_eval_users: int | None = None,
+                 profile_fields: list[str] | None = None, seed: int = 0, num_workers: int = 0):
         """
         Args:
             data_dir: folder written by ``user-embed prepare`` (events/items/users/qa[/texts].parquet).
@@ -46,6 +46,8 @@ class UserDataModule(L.LightningDataModule):
             contrastive_texts: load the ``texts`` table's vectors for the contrastive loss.
             tasks: only these UserQA tasks (None = all).
             max_eval_per_task: cap on val/test questions per task (None = all), chosen with ``seed``.
+            max_eval_users: cap on val/test users (None = all), chosen with ``seed``; each chosen user
+                keeps all their questions, so a text baseline can share one history prefix per user.
             profile_fields: profile columns of ``users`` to use (None = all).
             seed: fixes shuffling and evaluation subsets.
             num_workers: DataLoader workers.
@@ -53,11 +55,14 @@ class UserDataModule(L.LightningDataModule):
         super().__init__()
         if batch_size <= 0 or eval_batch_size <= 0 or max_history <= 0:
             raise ConfigError("data.batch_size, data.eval_batch_size and data.max_history must be > 0")
+        for name, cap in (("max_eval_per_task", max_eval_per_task), ("max_eval_users", max_eval_users)):
+            if cap is not None and cap <= 0:
+                raise ConfigError(f"data.{name} must be > 0 (or null for all), got {cap}")
         self.data_dir = Path(data_dir)
         self.batch_size, self.eval_batch_size, self.max_history = batch_size, eval_batch_size, max_history
         self.text_encoder, self.item_text_vectors, self.contrastive_texts = text_encoder, item_text_vectors, contrastive_texts
         self.tasks, self.max_eval_per_task, self.profile_fields = tasks, max_eval_per_task, profile_fields
-        self.seed, self.num_workers = seed, num_workers
+        self.max_eval_users, self.seed, self.num_workers = max_eval_users, seed, num_workers
         self.spec: DataSpec | None = None
         self.examples: dict[str, list[Example]] = {}
         self.collator: Collator | None = None
@@ -139,6 +144,9 @@ class UserDataModule(L.LightningDataModule):
         out: dict[str, list[Example]] = {}
         for split in ("train", "val", "test"):
             part = qa.filter(pl.col("split") == split)
+            if split != "train" and self.max_eval_users:
+                users = part["user_id"].unique().sort().shuffle(seed=self.seed).head(self.max_eval_users)
+                part = part.filter(pl.col("user_id").is_in(users.implode()))
             if split != "train" and self.max_eval_per_task:
                 part = (part.with_columns(pl.int_range(pl.len()).shuffle(seed=self.seed).over("task").alias("_r"))
                         .filter(pl.col("_r") < self.max_eval_per_task).drop("_r"))

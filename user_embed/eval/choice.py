@@ -2,23 +2,61 @@
 
 The prompt is run once (left-padded, KV cache on); the cache is repeated per option and the
 option tokens are scored in one more forward pass. Score = sum of the option tokens' log-probs.
+
+Prompts that share a long prefix (one user's history written as text, then several questions) can
+run that prefix once: :func:`prefill_shared_prefix` computes its KV cache for one row and repeats it,
+and :func:`score_options` continues from it. The scores are those of the full prompts.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 import torch.nn.functional as F
 
 
+def cache_kwargs(llm, cache) -> dict:
+    """The KV-cache keyword of ``llm.forward``: ``cache`` in recent transformers, ``past_key_values`` before."""
+    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm  # a peft wrapper forwards **kwargs
+    return {"cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values": cache}
+
+
+def shared_prefix_length(sequences: list[list[int]]) -> int:
+    """Length of the longest common prefix, kept at least one token short of the shortest sequence."""
+    shortest = min(len(s) for s in sequences)
+    n = 0
+    while n < shortest - 1 and all(s[n] == sequences[0][n] for s in sequences):
+        n += 1
+    return n
+
+
+@torch.no_grad()
+def prefill_shared_prefix(llm, prefix_ids: list[int], batch: int, device) -> tuple[object, torch.Tensor]:
+    """Run ``prefix_ids`` once → (KV cache repeated to ``batch`` rows, (batch, P) all-ones past mask)."""
+    ids = torch.tensor([prefix_ids], dtype=torch.long, device=device)  # (1, P)
+    cache = llm(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
+    cache.batch_repeat_interleave(batch)
+    return cache, torch.ones(batch, len(prefix_ids), dtype=torch.long, device=device)
+
+
 @torch.no_grad()
 def score_options(llm, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-                  options: list[list[list[int]]], pad_id: int) -> list[list[float]]:
-    """inputs_embeds: (B, T, d) LEFT-padded prompts; options[b][o] = token ids → scores[b][o] (sum log-prob)."""
+                  options: list[list[list[int]]], pad_id: int, past: tuple[object, torch.Tensor] | None = None
+                  ) -> list[list[float]]:
+    """inputs_embeds: (B, T, d) LEFT-padded prompts; options[b][o] = token ids → scores[b][o] (sum log-prob).
+
+    ``past`` = (KV cache, (B, P) mask) of tokens before ``inputs_embeds`` (then ``position_ids`` start at P).
+    """
     batch = inputs_embeds.shape[0]
     if not bool(attention_mask[:, -1].all()):
         raise ValueError("score_options needs left-padded prompts (last column real for every row)")
-    out = llm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
-              logits_to_keep=1)  # only the last position's logits: (B, 1, V)
+    cache = None
+    if past is not None:
+        cache, past_mask = past
+        attention_mask = torch.cat([past_mask, attention_mask], 1)  # (B, P + T)
+    out = llm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+              **cache_kwargs(llm, cache), use_cache=True, logits_to_keep=1)  # only the last position's logits: (B, 1, V)
     first = F.log_softmax(out.logits[:, -1].float(), -1)  # (B, V)
     n_opt = max(len(o) for o in options)
     length = max(len(ids) for opts in options for ids in opts)
@@ -37,7 +75,8 @@ def score_options(llm, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor
     full_mask = torch.cat([attention_mask.repeat_interleave(n_opt, 0), mask], 1)  # (B·O, T + L)
     start = position_ids[:, -1:].repeat_interleave(n_opt, 0) + 1  # (B·O, 1)
     positions = start + torch.arange(length, device=device)[None]  # (B·O, L)
-    step = llm(input_ids=tokens, attention_mask=full_mask, position_ids=positions, past_key_values=cache, use_cache=True)
+    step = llm(input_ids=tokens, attention_mask=full_mask, position_ids=positions, **cache_kwargs(llm, cache),
+               use_cache=True)
     logp = F.log_softmax(step.logits.float(), -1)  # (B·O, L, V)
     scores = []
     for b, opts in enumerate(options):

@@ -3,6 +3,7 @@
 Methods, all on the same frozen LLM, questions and likelihood-based option choice:
 * ``none`` — the question only;
 * ``text`` — the user's most recent events written as text before the question;
+* ``bm25`` — the user's events that best match the question (BM25), written as text;
 * ``soft`` — the trained embedder's K soft tokens before the question.
 """
 
@@ -17,7 +18,9 @@ from tqdm.auto import tqdm
 from user_embed.data.collate import Example
 from user_embed.eval.history_text import HistoryWriter
 
-METHODS = ("none", "text", "soft")
+METHODS = ("none", "text", "bm25", "soft")
+DEFAULT_METHODS = ("none", "text", "soft")
+TEXT_METHODS = {"text": "recent", "bm25": "bm25"}  # method → how its events are picked
 
 
 def accuracy_table(examples: list[Example], predictions: list[str]) -> dict[str, float]:
@@ -31,31 +34,50 @@ def accuracy_table(examples: list[Example], predictions: list[str]) -> dict[str,
     return {key: round(sum(v) / len(v), 4) for key, v in sorted(hits.items()) if v}
 
 
+def context_batches(contexts: list[str], batch_size: int) -> list[list[int]]:
+    """Example indices in batches of ≤ ``batch_size`` where every batch shares one context (first-seen order)."""
+    groups: dict[str, list[int]] = {}
+    for i, context in enumerate(contexts):
+        groups.setdefault(context, []).append(i)
+    return [idx[j:j + batch_size] for idx in groups.values() for j in range(0, len(idx), batch_size)]
+
+
 @torch.no_grad()
-def evaluate_userqa(module, datamodule, methods=METHODS, split: str = "test", history_events: int = 50,
+def evaluate_userqa(module, datamodule, methods=DEFAULT_METHODS, split: str = "test", history_events: int = 50,
                     progress: bool = True) -> dict:
-    """Run each method over ``split`` and return metrics + per-question predictions."""
+    """Run each method over ``split`` and return metrics + per-question predictions.
+
+    The ``text`` method batches one user's questions together, so their shared history prefix runs once.
+    """
     module.eval()
-    loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
-    writer = HistoryWriter(datamodule.collator.histories, datamodule.spec, datamodule.tables["items"], history_events)
-    results = {"accuracy": {}, "prompt_tokens": {}, "seconds": {}, "questions": 0, "predictions": []}
+    if datamodule.collator is None:
+        datamodule.setup("test")
+    examples: list[Example] = datamodule.examples.get(split) or []
+    if not examples:
+        raise ValueError(f"no '{split}' questions to evaluate")
+    size = datamodule.eval_batch_size
+    writers = {method: HistoryWriter(datamodule.collator.histories, datamodule.spec, datamodule.tables["items"],
+                                     history_events, retrieval) for method, retrieval in TEXT_METHODS.items()}
+    results = {"accuracy": {}, "prompt_tokens": {}, "seconds": {}, "questions": len(examples), "predictions": []}
     per_method: dict[str, list[str]] = {}
-    examples: list[Example] = []
     for method in methods:
-        start, predictions, tokens = time.perf_counter(), [], []
-        for batch in tqdm(loader, desc=f"evaluate {method}", disable=not progress, leave=False):
-            batch = batch.to(module.device)
-            contexts = [writer(ex) for ex in batch.examples] if method == "text" else None
-            preds, mean_tokens = module.answer_choices(batch, method=method, contexts=contexts)
-            predictions += preds
-            tokens.append((mean_tokens, len(batch)))
-            if method == methods[0]:
-                examples += batch.examples
+        start = time.perf_counter()
+        contexts = [writers[method](ex) for ex in examples] if method in writers else None
+        batches = (context_batches(contexts, size) if contexts
+                   else [list(range(i, min(i + size, len(examples)))) for i in range(0, len(examples), size)])
+        predictions: list[str] = [""] * len(examples)
+        tokens = 0.0
+        for idx in tqdm(batches, desc=f"evaluate {method}", disable=not progress, leave=False):
+            batch = datamodule.collator([examples[i] for i in idx]).to(module.device)
+            preds, mean_tokens = module.answer_choices(batch, method=method,
+                                                       contexts=[contexts[i] for i in idx] if contexts else None)
+            for i, pred in zip(idx, preds):
+                predictions[i] = pred
+            tokens += mean_tokens * len(idx)
         per_method[method] = predictions
         results["accuracy"][method] = accuracy_table(examples, predictions)
-        results["prompt_tokens"][method] = round(sum(t * n for t, n in tokens) / max(1, sum(n for _, n in tokens)), 1)
+        results["prompt_tokens"][method] = round(tokens / len(examples), 1)
         results["seconds"][method] = round(time.perf_counter() - start, 1)
-    results["questions"] = len(examples)
     results["predictions"] = [
         {"user_id": ex.user_id, "task": ex.task, "family": ex.family, "question": ex.question, "answer": ex.answer,
          **{m: per_method[m][i] for m in methods}} for i, ex in enumerate(examples)]

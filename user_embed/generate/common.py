@@ -174,6 +174,10 @@ class Personalizer:
             return f"unknown user '{request.user_id}' (not in {self.data_dir}/users.parquet or events.parquet)"
         if request.question is None or not str(request.question).strip():
             return "empty question"
+        prompt = self.module.prompts.build(str(request.question).strip(), num_soft=self.module.embedder.num_tokens)
+        if len(prompt.ids) >= self.max_positions:
+            return (f"question too long: its prompt is {len(prompt.ids)} tokens (question, chat template and "
+                    f"soft prompt) and the LLM has {self.max_positions} positions")
         return None
 
     @torch.no_grad()

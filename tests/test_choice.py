@@ -1,0 +1,63 @@
+"""Multiple-choice scoring: a shared prefix run once gives the same scores as the full prompts,
+and the evaluation subsets/batches that make the prefix shareable are what they claim."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+import torch
+
+from user_embed.data.datamodule import UserDataModule
+from user_embed.errors import ConfigError
+from user_embed.eval.choice import prefill_shared_prefix, score_options, shared_prefix_length
+from user_embed.eval.userqa import context_batches
+from user_embed.llm.prompt import PromptIds
+from user_embed.llm.soft_prompt import collate_prompts
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_shared_prefix_length():
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # one token always left to run
+    assert shared_prefix_length([[7, 1], [8, 1]]) == 0
+
+
+def test_prefix_cache_scores_equal_full_prompt_scores(tiny_llm_dir):
+    from transformers import LlamaForCausalLM
+
+    llm = LlamaForCausalLM.from_pretrained(tiny_llm_dir).eval()
+    g = torch.Generator().manual_seed(0)
+    prefix = torch.randint(5, 60, (40,), generator=g).tolist()
+    suffixes = [torch.randint(5, 60, (n,), generator=g).tolist() for n in (3, 7, 5)]
+    options = [[[11], [12, 13]], [[14, 15, 16], [17]], [[18], [19], [20, 21]]]
+    embed = llm.get_input_embeddings()
+
+    full = collate_prompts([PromptIds(ids=prefix + s) for s in suffixes], 0, "left")
+    expected = score_options(llm, embed(full.input_ids), full.attention_mask, full.position_ids, options, 0)
+
+    past = prefill_shared_prefix(llm, prefix, len(suffixes), "cpu")
+    rest = collate_prompts([PromptIds(ids=s) for s in suffixes], 0, "left")  # padding sits between prefix and suffix
+    got = score_options(llm, embed(rest.input_ids), rest.attention_mask, rest.position_ids + len(prefix), options, 0,
+                        past=past)
+    for row_expected, row_got in zip(expected, got):
+        assert row_got == pytest.approx(row_expected, abs=1e-4)
+
+
+def test_context_batches_group_and_cap():
+    contexts = ["a", "b", "a", "a", "b", "c"]
+    assert context_batches(contexts, 2) == [[0, 2], [3], [1, 4], [5]]
+
+
+def test_max_eval_users_keeps_whole_users(tiny_data_dir):
+    qa = pl.read_parquet(tiny_data_dir / "qa.parquet")
+    extra = qa.with_columns(task=pl.lit("second_task"))  # every user gets two questions
+    pl.concat([qa, extra]).write_parquet(tiny_data_dir / "qa.parquet")
+    data = UserDataModule(str(tiny_data_dir), item_text_vectors=False, contrastive_texts=False, max_eval_users=2)
+    data.setup("test")
+    for split in ("val", "test"):
+        users = [ex.user_id for ex in data.examples[split]]
+        assert len(set(users)) == 2 and len(users) == 4
+    assert len(data.examples["train"]) == 2 * qa.filter(pl.col("split") == "train").height  # train untouched
+    with pytest.raises(ConfigError, match="max_eval_users"):
+        UserDataModule(str(tiny_data_dir), max_eval_users=0)
