@@ -197,6 +197,28 @@ def test_instruction_awareness(spec, kind):
     assert torch.equal(b1.soft_prompt, b2.soft_prompt) and torch.equal(b1.soft_prompt, b0.soft_prompt)
 
 
+def test_question_tokens_let_one_word_change_the_soft_prompt(spec):
+    config = AdapterConfig(kind="resampler", num_tokens=4, dim=32, layers=2, heads=2, user_dim=24,
+                           question_tokens=True)
+    torch.manual_seed(2)
+    adapter = Adapter.from_config(config, {"sequence": 16, "text": 16, "tabular": 16}, D_LLM, RMS).eval()
+    sources = _sources(spec, ["long", "short"])
+    words = torch.randn(2, 5, D_LLM) * RMS  # (B, Tq, d)
+    mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    mean = (words * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+    out = adapter(sources, mean, words, mask)
+    other = words.clone()
+    other[:, 1] = torch.randn(2, D_LLM) * RMS  # one other word, same mean vector given
+    assert (adapter(sources, mean, other, mask).soft_prompt - out.soft_prompt).abs().max() > 1e-4
+    padded = words.clone()
+    padded[1, 3:] = 9.0  # padding positions are never read
+    torch.testing.assert_close(adapter(sources, mean, padded, mask).soft_prompt[1], out.soft_prompt[1])
+    with pytest.raises(ValueError, match="question tokens"):
+        adapter(sources, mean)
+    with pytest.raises(ConfigError, match="question_tokens"):
+        AdapterConfig(kind="mlp", question_tokens=True)
+
+
 def test_user_without_events_gets_a_finite_profile_only_embedding(spec):
     adapter = make_adapter("resampler")
     question = torch.randn(1, D_LLM) * RMS

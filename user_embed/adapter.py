@@ -5,7 +5,8 @@ Kinds:
 * ``resampler`` — K learned queries cross-attend over all source tokens (Perceiver/Q-Former style).
 
 Instruction-aware (``question`` given): the question embedding is added to the queries (resampler)
-or concatenated to the pooled vector (mlp), so one user yields question-specific soft prompts.
+or concatenated to the pooled vector (mlp), so one user yields question-specific soft prompts. With
+``question_tokens`` the resampler's queries also cross-attend to the question's token embeddings.
 
 Output scale: soft tokens are layer-normalised and multiplied by a learnable scale initialised
 to the RMS of the LLM's token embeddings, so they start at the LLM's embedding scale (small,
@@ -60,7 +61,7 @@ class Adapter(nn.Module):
     def __init__(self, source_dims: dict[str, int], llm_dim: int, llm_embed_rms: float, kind: str = "resampler",
                  num_tokens: int = 8, dim: int = 256, layers: int = 2, heads: int = 4,
                  instruction_aware: bool = True, question_dim: int | None = None, user_dim: int = 256,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, question_tokens: bool = False):
         super().__init__()
         self.kind, self.num_tokens, self.llm_dim = kind, num_tokens, llm_dim
         self.instruction_aware = instruction_aware
@@ -68,6 +69,10 @@ class Adapter(nn.Module):
         self.source_proj = nn.ModuleDict({name: nn.Linear(d, dim) for name, d in source_dims.items()})
         self.source_type = nn.Parameter(torch.randn(len(source_dims), dim) * 0.02)
         self.question_proj = nn.Linear(question_dim or llm_dim, dim) if instruction_aware else None
+        self.question_tokens = question_tokens
+        if question_tokens:  # question words as extra keys, marked by their own type embedding
+            self.question_token_proj = nn.Linear(question_dim or llm_dim, dim)
+            self.question_type = nn.Parameter(torch.randn(dim) * 0.02)
         if kind == "resampler":
             self.queries = nn.Parameter(torch.randn(num_tokens, dim) * 0.02)
             self.blocks = nn.ModuleList(ResamplerBlock(dim, heads, dropout) for _ in range(layers))
@@ -84,7 +89,8 @@ class Adapter(nn.Module):
     def from_config(cls, config: AdapterConfig, source_dims: dict[str, int], llm_dim: int,
                     llm_embed_rms: float) -> "Adapter":
         return cls(source_dims, llm_dim, llm_embed_rms, config.kind, config.num_tokens, config.dim, config.layers,
-                   config.heads, config.instruction_aware, llm_dim, config.user_dim, config.dropout)
+                   config.heads, config.instruction_aware, llm_dim, config.user_dim, config.dropout,
+                   config.question_tokens)
 
     def fuse(self, sources: dict[str, EncoderOutput]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """All sources' tokens in the adapter width: tokens (B, N, D), mask (B, N), pooled (B, D)."""
@@ -101,7 +107,10 @@ class Adapter(nn.Module):
         """The question-independent pooled user vector (B, user_dim)."""
         return self.user_head(self.fuse(sources)[2])
 
-    def forward(self, sources: dict[str, EncoderOutput], question: torch.Tensor | None = None) -> AdapterOutput:
+    def forward(self, sources: dict[str, EncoderOutput], question: torch.Tensor | None = None,
+                question_tokens: torch.Tensor | None = None, question_mask: torch.Tensor | None = None
+                ) -> AdapterOutput:
+        """question: (B, d_q) mean question embedding; question_tokens: (B, Tq, d_q) with mask (B, Tq)."""
         tokens, mask, pooled = self.fuse(sources)  # (B, N, D), (B, N), (B, D)
         cond = None
         if self.instruction_aware:
@@ -112,6 +121,11 @@ class Adapter(nn.Module):
             queries = self.queries.unsqueeze(0).expand(tokens.shape[0], -1, -1)  # (B, K, D)
             if cond is not None:
                 queries = queries + cond.unsqueeze(1)
+            if self.question_tokens:
+                if question_tokens is None or question_mask is None:
+                    raise ValueError("this adapter reads question tokens: pass question_tokens and question_mask")
+                words = self.question_token_proj(question_tokens) + self.question_type  # (B, Tq, D)
+                tokens, mask = torch.cat([tokens, words], 1), torch.cat([mask, question_mask.bool()], 1)
             key_padding = ~mask & mask.any(-1, keepdim=True)  # users with no tokens attend to padding, not NaN
             for block in self.blocks:
                 queries = block(queries, tokens, key_padding)

@@ -81,6 +81,9 @@ class AdapterConfig:
     """Attention heads of the resampler."""
     instruction_aware: bool = True
     """Condition the adapter on the question, so one user yields question-specific soft prompts."""
+    question_tokens: bool = False
+    """Resampler only: the queries also cross-attend to the question's token embeddings (not just their mean),
+    so a word of the question (a genre, an item) can pick what the soft prompt carries."""
     user_dim: int = 256
     """Size of the pooled user vector (used by the contrastive loss and by `user-embed embed`)."""
     dropout: float = 0.0
@@ -93,6 +96,8 @@ class AdapterConfig:
                   heads=self.heads, user_dim=self.user_dim)
         if self.dim % self.heads:
             raise ConfigError(f"adapter.dim {self.dim} is not divisible by adapter.heads {self.heads}")
+        if self.question_tokens and (self.kind != "resampler" or not self.instruction_aware):
+            raise ConfigError("adapter.question_tokens needs kind: resampler and instruction_aware: true")
 
 
 @dataclass

@@ -50,9 +50,12 @@ class UserEmbedder(nn.Module):
         """Longest history any source reads (profile-only ``tabular`` sources read no events)."""
         return max([s.max_len for s in self.source_configs if s.kind not in PROFILE_ONLY_KINDS] or [1])
 
-    def forward(self, inputs: SourceInputs, question: torch.Tensor | None = None) -> AdapterOutput:
-        """inputs: the batch's histories/profiles; question: (B, d_llm) mean question embedding or None."""
-        return self.adapter(self._encode(inputs), question)
+    def forward(self, inputs: SourceInputs, question: torch.Tensor | None = None,
+                question_tokens: torch.Tensor | None = None, question_mask: torch.Tensor | None = None
+                ) -> AdapterOutput:
+        """inputs: the batch's histories/profiles; question: (B, d_llm) mean question embedding or None;
+        question_tokens: (B, Tq, d_llm) question token embeddings with mask (B, Tq) (``question_tokens`` adapters)."""
+        return self.adapter(self._encode(inputs), question, question_tokens, question_mask)
 
     def user_vectors(self, inputs: SourceInputs) -> torch.Tensor:
         """One question-independent vector per user: (B, user_dim)."""
