@@ -225,3 +225,18 @@ def test_score_by_position_checks_questions(tmp_path):
     preds = write_jsonl(tmp_path / "p.jsonl", [{"question": "用户最感兴趣的3个类目是什么？", "prediction": "a"}])
     with pytest.raises(DataError, match=r"p.jsonl: the prediction paired with gold line 1 is for another question"):
         score_uqabench(golds, preds)
+
+
+def test_prepare_uqabench_cli_writes_the_tables(tmp_path, capsys):
+    from user_embed.cli import main
+
+    align = align_file(tmp_path)
+    pretrain = write_arrow(tmp_path / "pretrain_data_train.arrow", sequences(2))
+    out = tmp_path / "data"
+    assert main(["prepare", "uqabench", "--files", str(pretrain), str(align), "--out", str(out)]) == 0
+    qa = pl.read_parquet(out / "qa.parquet")
+    assert qa["task"].to_list() == list(QUESTIONS) and set(qa["split"]) == {"test"}
+    assert pl.read_parquet(out / "events.parquet").height == 5 + 18
+    capsys.readouterr()
+    assert main(["prepare", "uqabench", "--files", str(tmp_path / "missing.arrow"), "--out", str(tmp_path / "x")]) == 2
+    assert "missing.arrow" in capsys.readouterr().err and not (tmp_path / "x").exists()

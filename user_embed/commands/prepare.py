@@ -11,6 +11,7 @@ Sources::
     user-embed prepare lamp --task LaMP_3 --questions dev_questions.json [--outputs dev_outputs.json] \
         [--split test] --out data/lamp3-dev                        # one LaMP file pair
     user-embed prepare lamp3-movielens --out lamp/LaMP_3_movielens   # LaMP-3-format files built from ML-100k
+    user-embed prepare uqabench --files align_data_train.arrow align_data_eval.arrow --out data/uqa
 
 Each source is one entry of :data:`SOURCES` (name → help, add-arguments, run); adding a
 source means adding a function pair and an entry there. All sources share ``--out``,
@@ -182,6 +183,24 @@ def _run_lamp3_movielens(args: argparse.Namespace) -> int:
     return 0
 
 
+def _uqabench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--files", required=True, nargs="+", type=Path, metavar="ARROW",
+                        help="pretrain_data_*.arrow and/or align_data_*.arrow (align files carry the questions)")
+    parser.add_argument("--split", default="test", choices=["train", "val", "test"],
+                        help="split of files whose name does not say it (*_train, *_eval …); default test")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output data directory")
+    parser.add_argument("--strict", action="store_true", help="stop at the first row that would be dropped")
+
+
+def _run_uqabench(args: argparse.Namespace) -> int:
+    from data_pipelines.prepare import prepare
+    from data_pipelines.uqabench import import_uqabench
+
+    result = import_uqabench(args.files, split=args.split, strict=args.strict)
+    prepare(result, args.out, build_qa=False)  # align files bring UQABench's own questions
+    return 0
+
+
 #: Subcommand name → Source. Add a source by adding an entry.
 SOURCES: dict[str, Source] = {
     "movielens-100k": Source(
@@ -197,6 +216,8 @@ SOURCES: dict[str, Source] = {
     "events": Source("any event log (CSV/TSV/parquet) with a column mapping", _events_arguments, _run_events),
     "lamp": Source("LaMP questions/outputs json (tasks 1-7, one file pair or train/dev/test folders)",
                    _lamp_arguments, _run_lamp),
+    "uqabench": Source("UQABench Arrow IPC files (Taobao sequences; align files add its 7 sub-task questions)",
+                       _uqabench_arguments, _run_uqabench),
     "lamp3-movielens": Source("write a LaMP-3-format rating set (user-disjoint) built from the offline ML-100k",
                               _lamp3_movielens_arguments, _run_lamp3_movielens),
 }
