@@ -22,6 +22,11 @@ def cache_kwargs(llm, cache) -> dict:
     return {"cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values": cache}
 
 
+def output_cache(out):
+    """The KV cache of a forward output (``cache`` in recent transformers, ``past_key_values`` before)."""
+    return out["cache"] if "cache" in out else out.past_key_values
+
+
 def shared_prefix_length(sequences: list[list[int]]) -> int:
     """Length of the longest common prefix, kept at least one token short of the shortest sequence."""
     shortest = min(len(s) for s in sequences)
@@ -35,7 +40,7 @@ def shared_prefix_length(sequences: list[list[int]]) -> int:
 def prefill_shared_prefix(llm, prefix_ids: list[int], batch: int, device) -> tuple[object, torch.Tensor]:
     """Run ``prefix_ids`` once → (KV cache repeated to ``batch`` rows, (batch, P) all-ones past mask)."""
     ids = torch.tensor([prefix_ids], dtype=torch.long, device=device)  # (1, P)
-    cache = llm(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
+    cache = output_cache(llm(input_ids=ids, use_cache=True, logits_to_keep=1))
     cache.batch_repeat_interleave(batch)
     return cache, torch.ones(batch, len(prefix_ids), dtype=torch.long, device=device)
 
@@ -70,7 +75,7 @@ def score_options(llm, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor
             mask[b * n_opt + o, : len(ids)] = 1
     device = inputs_embeds.device
     tokens, mask = tokens.to(device), mask.to(device)
-    cache = out.past_key_values
+    cache = output_cache(out)
     cache.batch_repeat_interleave(n_opt)
     full_mask = torch.cat([attention_mask.repeat_interleave(n_opt, 0), mask], 1)  # (B·O, T + L)
     start = position_ids[:, -1:].repeat_interleave(n_opt, 0) + 1  # (B·O, 1)
