@@ -1,0 +1,76 @@
+"""Rewrite the ablation configs from ``configs/quickstart.yaml`` so they stay one change away from it.
+
+    python configs/ablations/regenerate.py
+
+Each ablation is the quickstart experiment with one change (``CHANGES``) and its own run folder
+(``runs/ablation_<name>``); run one with ``user-embed fit --config configs/ablations/<name>.yaml``.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+QUICKSTART = HERE.parent / "quickstart.yaml"
+
+
+def _ar_only(model: dict) -> None:
+    model["loss"]["contrastive_weight"] = 0.0
+
+
+def _not_instruction_aware(model: dict) -> None:
+    model["adapter"].update(instruction_aware=False, question_tokens=False)
+
+
+def _k1(model: dict) -> None:
+    model["adapter"]["num_tokens"] = 1
+
+
+def _k1_mlp(model: dict) -> None:
+    model["adapter"].update(kind="mlp", num_tokens=1, question_tokens=False)
+
+
+def _sequence_only(model: dict) -> None:
+    model["sources"] = [s for s in model["sources"] if s["kind"] == "sequence"]
+
+
+#: name → (what differs, how)
+CHANGES: dict[str, tuple[str, Callable[[dict], None]]] = {
+    "ar_only": ("UserQA (AR) loss only, no contrastive loss (loss.contrastive_weight: 0)", _ar_only),
+    "not_instruction_aware": ("adapter not conditioned on the question (neither its mean nor its tokens)",
+                              _not_instruction_aware),
+    "k1": ("K = 1 soft token (resampler)", _k1),
+    "k1_mlp": ("K = 1 soft token from the mlp adapter over pooled source tokens (the UQABench/E2P baseline)",
+               _k1_mlp),
+    "sequence_only": ("one source: the rating sequence only", _sequence_only),
+}
+
+
+def _retarget(value, old: str, new: str):
+    """Replace the quickstart's run folder in every string of the config."""
+    if isinstance(value, str):
+        return value.replace(old, new)
+    if isinstance(value, list):
+        return [_retarget(v, old, new) for v in value]
+    if isinstance(value, dict):
+        return {k: _retarget(v, old, new) for k, v in value.items()}
+    return value
+
+
+def main() -> None:
+    base = yaml.safe_load(QUICKSTART.read_text())
+    for name, (what, change) in CHANGES.items():
+        config = _retarget(copy.deepcopy(base), "runs/quickstart", f"runs/ablation_{name}")
+        change(config["model"])
+        header = (f"# Ablation of configs/quickstart.yaml: {what}\n"
+                  "# Written by configs/ablations/regenerate.py; everything else equals the quickstart.\n")
+        (HERE / f"{name}.yaml").write_text(header + yaml.safe_dump(config, sort_keys=False, width=120))
+        print(f"wrote {HERE / f'{name}.yaml'}")
+
+
+if __name__ == "__main__":
+    main()
