@@ -61,3 +61,30 @@ def test_max_eval_users_keeps_whole_users(tiny_data_dir):
     assert len(data.examples["train"]) == 2 * qa.filter(pl.col("split") == "train").height  # train untouched
     with pytest.raises(ConfigError, match="max_eval_users"):
         UserDataModule(str(tiny_data_dir), max_eval_users=0)
+
+
+def test_history_writer_recent_and_bm25():
+    from user_embed.data.collate import Example
+    from user_embed.data.history import UserHistories
+    from user_embed.data.spec import DataSpec
+    from user_embed.eval.history_text import HistoryWriter
+
+    titles = ["Alien (1979)", "Heat (1995)", "Aliens (1986)", "Casino (1995)", "Babe (1995)", "Fargo (1996)",
+              "Clueless (1995)"]
+    genres = [["Sci-Fi"], ["Crime"], ["Sci-Fi"], ["Crime"], ["Comedy"], ["Crime"], ["Comedy"]]
+    n = len(titles)
+    items = pl.DataFrame({"item_id": [f"i{i}" for i in range(n)], "title": titles, "categories": genres})
+    events = pl.DataFrame({"user_id": ["u"] * n, "timestamp": list(range(1, n + 1)), "source": ["rating"] * n,
+                           "item_id": [f"i{i}" for i in range(n)], "value": [5.0, 3.0, 4.0, 2.0, 1.0, 2.0, 3.0],
+                           "text": [None] * n}, schema_overrides={"text": pl.Utf8})
+    users = pl.DataFrame({"user_id": ["u"]})
+    spec = DataSpec.from_tables(events, items, users)
+    histories = UserHistories(events, spec)
+    question = Example("u", "Will this user like Alien Resurrection (Sci-Fi)?", "", [], cutoff=7)  # 6 events before
+    recent = HistoryWriter(histories, spec, items, num_events=2)(question)
+    assert recent.splitlines()[1:] == ["- Babe (1995) (Comedy), rated 1", "- Fargo (1996) (Crime), rated 2"]
+    matched = HistoryWriter(histories, spec, items, num_events=2, retrieval="bm25")(question)
+    assert matched.splitlines()[1:] == ["- Alien (1979) (Sci-Fi), rated 5", "- Aliens (1986) (Sci-Fi), rated 4"]
+    assert HistoryWriter(histories, spec, items)(Example("u", "q", "", [], cutoff=1)) == "This user has no history yet."
+    with pytest.raises(ValueError, match="retrieval"):
+        HistoryWriter(histories, spec, items, retrieval="dense")
