@@ -54,7 +54,7 @@ def fit_tiny(data, llm, root):
     config = {
         "seed_everything": 0,
         "trainer": {"max_steps": 4, "accelerator": "cpu", "devices": 1, "precision": "32-true",
-                    "val_check_interval": 2, "limit_val_batches": 1, "num_sanity_val_steps": 0,
+                    "val_check_interval": 2, "check_val_every_n_epoch": None, "limit_val_batches": 1, "num_sanity_val_steps": 0,
                     "log_every_n_steps": 1, "enable_checkpointing": False, "default_root_dir": str(runs),
                     "logger": [{"class_path": "lightning.pytorch.loggers.CSVLogger",
                                 "init_args": {"save_dir": str(runs), "name": "logs", "version": ""}}]},

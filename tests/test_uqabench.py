@@ -240,3 +240,27 @@ def test_prepare_uqabench_cli_writes_the_tables(tmp_path, capsys):
     capsys.readouterr()
     assert main(["prepare", "uqabench", "--files", str(tmp_path / "missing.arrow"), "--out", str(tmp_path / "x")]) == 2
     assert "missing.arrow" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_evaluate_uqabench_generates_scores_and_writes_official_files(tmp_path, tiny_llm_dir, capsys):
+    from test_lamp_cli import fit_tiny
+    from user_embed.cli import main
+
+    files = [str(align_file(tmp_path, f"align_data_{s}.arrow")) for s in ("train", "val", "eval")]
+    data = tmp_path / "data"
+    assert main(["prepare", "uqabench", "--files", *files, "--out", str(data)]) == 0
+    embedder = fit_tiny(data, tiny_llm_dir, tmp_path)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--benchmark", "uqabench", "--checkpoint", str(embedder), "--data", str(data),
+                 "--max-new-tokens", "4", "--out", str(out), "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["questions"] == 7 and set(metrics["uqabench"]) == {"none", "soft"}
+    for method in ("none", "soft"):
+        table = metrics["uqabench"][method]
+        assert set(table["tasks"]) == set(SUB_TASKS) and table["n"] == 7
+        rows = [json.loads(line) for line in (out / f"{method}_generated.jsonl").read_text().splitlines()]
+        assert [r["answer"] for r in rows] == [a for _, a in QUESTIONS.values()]
+        assert score_uqabench(out / f"{method}_generated.jsonl")["accuracy"] == table["accuracy"]
+    assert main(["evaluate", "--benchmark", "uqabench", "--checkpoint", str(embedder), "--data", str(data),
+                 "--methods", "text", "--out", str(tmp_path / "e2"), "--no-progress"]) == 2
+    assert "none, soft" in capsys.readouterr().err.strip().splitlines()[-1] and not (tmp_path / "e2").exists()

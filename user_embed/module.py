@@ -193,12 +193,16 @@ class UserEmbedModule(L.LightningModule):
 
     def validation_step(self, batch: UserBatch, batch_idx: int) -> None:
         losses = self.losses(batch)
-        predictions, _ = self.answer_choices(batch)
-        accuracy = sum(p == ex.answer for p, ex in zip(predictions, batch.examples)) / len(batch)
         self.log("val/qa_loss", losses["qa_loss"], batch_size=len(batch), sync_dist=True)
-        self.log("val/accuracy", accuracy, batch_size=len(batch), prog_bar=True, sync_dist=True)
+        if all(ex.options for ex in batch.examples):  # free-text answers (e.g. UQABench) have no options to pick
+            predictions, _ = self.answer_choices(batch)
+            accuracy = sum(p == ex.answer for p, ex in zip(predictions, batch.examples)) / len(batch)
+            self.log("val/accuracy", accuracy, batch_size=len(batch), prog_bar=True, sync_dist=True)
 
     def test_step(self, batch: UserBatch, batch_idx: int) -> None:
+        if not all(ex.options for ex in batch.examples):  # free-text answers: the answer loss is the measure
+            self.log("test/qa_loss", self.losses(batch)["qa_loss"], batch_size=len(batch), sync_dist=True)
+            return
         predictions, _ = self.answer_choices(batch)
         accuracy = sum(p == ex.answer for p, ex in zip(predictions, batch.examples)) / len(batch)
         self.log("test/accuracy", accuracy, batch_size=len(batch), sync_dist=True)

@@ -6,6 +6,11 @@ finds most likely. Writes ``metrics.json`` ({"accuracy": {method: {overall, <fam
 "prompt_tokens": {method: …}}), ``predictions.jsonl``, ``report.md`` and PNG plots, and records the
 metrics in the embedder's model card.
 
+``--benchmark uqabench`` (data from ``prepare uqabench``) generates free-text answers (methods ``none`` and
+``soft``) and scores them with UQABench's rule (the answer starts with the gold); it writes ``metrics.json``
+("uqabench": {method: overall / per family / per sub-task}), ``<method>_generated.jsonl`` in the official
+generation format and ``report.md``.
+
 ``--benchmark lamp`` (data from ``prepare lamp``; LaMP-1, 2 and 3, whose answers are labels) adds the
 official LaMP metrics per method (``metrics.json`` → "lamp") and one submission file per method,
 ``<method>_preds.json`` = ``{"task": "LaMP_N", "golds": [{"id", "output"}]}``.
@@ -25,9 +30,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--checkpoint", required=True, help="embedder folder (save_pretrained output)")
     p.add_argument("--data", required=True, help="prepared data folder (user-embed prepare …)")
     p.add_argument("--out", default=None, help="output folder (default: <checkpoint>/../eval)")
-    p.add_argument("--benchmark", default="userqa", choices=["userqa", "lamp"],
-                   help="userqa (accuracy per family) or lamp (adds LaMP's official metrics and submission files)")
-    p.add_argument("--methods", default="none,text,soft", help="comma-separated: none,text,bm25,soft")
+    p.add_argument("--benchmark", default="userqa", choices=["userqa", "lamp", "uqabench"],
+                   help="userqa (accuracy per family), lamp (adds LaMP's official metrics and submission files) "
+                        "or uqabench (generated answers, official startswith accuracy)")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="answer length for --benchmark uqabench")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated: none,text,bm25,soft (default none,text,soft; uqabench: none,soft)")
     p.add_argument("--llm", default=None, help="LLM id/folder (default: the one the embedder was trained with)")
     p.add_argument("--split", default="test", choices=["test", "val"])
     p.add_argument("--max-per-task", type=int, default=None, help="cap questions per task (seeded choice)")
@@ -44,7 +52,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str], command: str = "evaluate") -> int:
     args = parse(argv)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    default = "none,soft" if args.benchmark == "uqabench" else "none,text,soft"
+    methods = [m.strip() for m in (args.methods or default).split(",") if m.strip()]
     from user_embed.eval.userqa import METHODS
 
     unknown = sorted(set(methods) - set(METHODS))
@@ -74,6 +83,8 @@ def main(argv: list[str], command: str = "evaluate") -> int:
                           max_eval_users=args.max_users, seed=args.seed)
     data.use_spec(embedder.spec)
     data.setup("test")
+    if args.benchmark == "uqabench":
+        return _uqabench(args, methods, data.examples.get(args.split) or [], out)
     lamp_task = lamp_task_of(data.examples.get(args.split) or []) if args.benchmark == "lamp" else None
     llm_name = args.llm or embedder.llm_info.get("name_or_path", "default")
     module = UserEmbedModule(embedder.source_configs, embedder.adapter_config, LLMConfig(name_or_path=llm_name))
@@ -126,6 +137,40 @@ def main(argv: list[str], command: str = "evaluate") -> int:
     print(summary_table(metrics))
     if lamp_task:
         print(json.dumps(metrics["lamp"]))
+    print(f"report: {out / 'report.md'}")
+    return 0
+
+
+def _uqabench(args: argparse.Namespace, methods: list[str], examples: list, out: Path) -> int:
+    """Generate answers per method, score them the UQABench way, write metrics/report/generation files."""
+    from data_pipelines.io import atomic_directory, write_json_atomic
+    from data_pipelines.uqabench import SUB_TASKS
+    from user_embed.eval.uqabench_eval import evaluate_uqabench
+
+    kept = [ex for ex in examples if ex.task in SUB_TASKS]
+    if not kept:
+        raise UserError(f"--benchmark uqabench: no UQABench questions in {args.data} (split {args.split}); "
+                        "prepare the data with `user-embed prepare uqabench --files align_data_*.arrow`")
+    result = evaluate_uqabench(args.checkpoint, args.data, kept, methods, args.max_new_tokens, args.batch_size,
+                               args.llm)
+    metrics = {"uqabench": result["uqabench"], "seconds": result["seconds"], "questions": len(kept),
+               "skipped_other_questions": len(examples) - len(kept), "checkpoint": str(args.checkpoint),
+               "data": str(args.data), "split": args.split}
+    lines = ["# UQABench (generated answers; correct = starts with the gold)\n",
+             "| method | overall | " + " | ".join(SUB_TASKS) + " |", "|---|---|" + "---|" * len(SUB_TASKS)]
+    for method, table in result["uqabench"].items():
+        tasks = table["tasks"]
+        lines.append(f"| {method} | {table['accuracy']:.3f} | "
+                     + " | ".join(f"{tasks[t]['accuracy']:.3f}" if t in tasks else "–" for t in SUB_TASKS) + " |")
+    with atomic_directory(out) as tmp:
+        write_json_atomic(tmp / "metrics.json", metrics)
+        for method, answers in result["predictions"].items():
+            with open(tmp / f"{method}_generated.jsonl", "w") as f:
+                for ex, answer in zip(kept, answers):
+                    f.write(json.dumps({"question": ex.question, "prediction": answer, "answer": ex.answer,
+                                        "task": ex.task, "user_id": ex.user_id}, ensure_ascii=False) + "\n")
+        (tmp / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[1:]))
     print(f"report: {out / 'report.md'}")
     return 0
 
