@@ -515,6 +515,12 @@ def batch_size_zero(root, w):
 
 
 @case("config")
+def validation_interval_longer_than_an_epoch(root, w):
+    return fit(w, root, lambda c: c["trainer"].update(val_check_interval=10_000, limit_val_batches=1)), \
+        ["trainer", "val_check_interval", "check_val_every_n_epoch"], [root / "runs" / "embedder"]
+
+
+@case("config")
 def unknown_task(root, w):
     return fit(w, root, lambda c: c["data"].update(tasks=["favourite_colour"])), ["data.tasks", "favourite_colour"], \
         [root / "runs" / "embedder"]

@@ -215,6 +215,10 @@ def main(argv: list[str], command: str = "fit") -> int:
             configs = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--config", "-c")]
             message = f"{', '.join(configs) or 'config'}: {message}"
         raise ConfigError(message) from None
+    except ValueError as exc:
+        if "val_check_interval" in str(exc):  # Lightning's check of the trainer settings against the data size
+            raise ConfigError(f"trainer: {one_line(str(exc))}") from None
+        raise
     except SystemExit as exc:  # --help (0) or an error jsonargparse printed itself
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
         if code:
