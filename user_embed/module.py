@@ -130,12 +130,12 @@ class UserEmbedModule(L.LightningModule):
         embeds = embedding(prompt.input_ids)  # (B, T, d_llm)
         if not prompt.soft_mask.any():
             return embeds, None
-        question = words = None
+        question, words = None, {}
         if self.adapter_config.instruction_aware:
             question = mean_question_embedding(embedding, prompt.question_ids, prompt.question_mask)  # (B, d_llm)
-        if self.adapter_config.question_tokens:
-            words = embedding(prompt.question_ids)  # (B, Tq, d_llm)
-        out = self.embedder(batch.inputs, question, words, prompt.question_mask)  # soft_prompt: (B, K, d_llm)
+        if self.adapter_config.question_tokens:  # (B, Tq, d_llm) token embeddings + (B, Tq) mask
+            words = {"question_tokens": embedding(prompt.question_ids), "question_mask": prompt.question_mask}
+        out = self.embedder(batch.inputs, question, **words)  # soft_prompt: (B, K, d_llm)
         return splice_soft_prompt(embeds, prompt.soft_mask, out.soft_prompt), out
 
     def losses(self, batch: UserBatch) -> dict[str, torch.Tensor]:
