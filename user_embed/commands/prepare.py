@@ -153,8 +153,7 @@ def _run_lamp(args: argparse.Namespace) -> int:
         args.parser.error("give either --dir or --questions")
     if args.outputs is not None and args.questions is None:
         args.parser.error("--outputs goes with --questions")
-    split = "val" if args.split == "dev" else args.split
-    files = find_lamp_files(args.dir) if args.dir else {split: (args.questions, args.outputs)}
+    files = find_lamp_files(args.dir) if args.dir else {args.split: (args.questions, args.outputs)}  # dev = val
     prepare(import_lamp_splits(args.task, files), args.out, seed=args.seed, build_qa=False)  # LaMP has its questions
     return 0
 

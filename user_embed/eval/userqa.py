@@ -56,8 +56,9 @@ def evaluate_userqa(module, datamodule, methods=DEFAULT_METHODS, split: str = "t
     if not examples:
         raise ValueError(f"no '{split}' questions to evaluate")
     size = datamodule.eval_batch_size
-    writers = {method: HistoryWriter(datamodule.collator.histories, datamodule.spec, datamodule.tables["items"],
-                                     history_events, retrieval) for method, retrieval in TEXT_METHODS.items()}
+    histories, items = datamodule.collator.histories, datamodule.tables["items"]
+    writers = {method: HistoryWriter(histories, datamodule.spec, items, history_events, TEXT_METHODS[method])
+               for method in methods if method in TEXT_METHODS}  # only the text methods asked for
     results = {"accuracy": {}, "prompt_tokens": {}, "seconds": {}, "questions": len(examples), "predictions": []}
     per_method: dict[str, list[str]] = {}
     for method in methods:
