@@ -241,3 +241,45 @@ def test_user_without_events_gets_a_finite_profile_only_embedding(spec):
 def test_unknown_adapter_kind_is_a_config_error():
     with pytest.raises(ConfigError, match="adapter.kind 'qformer'"):
         AdapterConfig(kind="qformer")
+
+
+def test_named_category_tokens_are_the_names_of_the_users_top_categories(spec):
+    from user_embed.named_categories import NamedCategoryTokens
+
+    torch.manual_seed(3)
+    named = NamedCategoryTokens(spec.num_categories, D_LLM, RMS, top=2, max_len=12).eval()
+    names = torch.randn(3, D_LLM) * RMS  # one row per category a, b, c
+    named.set_names(names)
+    # "long" has categories a ×3, b ×3, c ×2 (a before b on the tie); "short": items 4 ({c}), 6 ({b})
+    tokens = named(make_inputs(["long", "short"], 8))  # (B, top, d)
+    assert tokens.shape == (2, 2, D_LLM)
+    with torch.no_grad():
+        named.shift_scale.zero_()  # without the learned shift a token is exactly its name's embedding
+    plain = named(make_inputs(["long", "short"], 8))
+    torch.testing.assert_close(plain[0], names[[0, 1]])
+    torch.testing.assert_close(plain[1], names[[1, 2]])
+    assert not torch.allclose(tokens, plain)  # the shift carries the statistics
+    with pytest.raises(ValueError, match="shape"):
+        named.set_names(torch.zeros(4, D_LLM))
+    with pytest.raises(ConfigError, match="named_categories"):
+        AdapterConfig(named_categories=-1)
+
+
+def test_pplug_adapter_one_question_weighted_user_token_and_one_shared_instruction_token(spec):
+    config = AdapterConfig(kind="pplug", num_tokens=2, dim=32, heads=2, user_dim=24)
+    torch.manual_seed(2)
+    events = make_encoder("text_events", spec)
+    adapter = Adapter.from_config(config, {"text_events": events.dim}, D_LLM, RMS).eval()
+    inputs = make_inputs(["long", "short", "empty"], 8)
+    out = events(inputs)
+    assert out.tokens.shape == (3, 8, 8) and torch.equal(out.mask, inputs.mask)
+    torch.testing.assert_close(out.tokens[0, -1], spec.item_vectors[TEXT_MODEL][9])  # the frozen vector, as is
+    q1, q2 = torch.randn(3, D_LLM), torch.randn(3, D_LLM)
+    a, b = adapter({"text_events": out}, q1), adapter({"text_events": out}, q2)
+    assert a.soft_prompt.shape == (3, 2, D_LLM) and torch.isfinite(a.soft_prompt).all()
+    assert (a.soft_prompt[:2, 0] - b.soft_prompt[:2, 0]).abs().max() > 1e-4  # input-aware user token
+    torch.testing.assert_close(a.soft_prompt[:, 1], a.soft_prompt[:1, 1].expand(3, -1))  # one instruction token
+    rms = a.soft_prompt.pow(2).mean(-1).sqrt()
+    torch.testing.assert_close(rms, torch.full_like(rms, RMS), rtol=1e-3, atol=0)
+    with pytest.raises(ConfigError, match="pplug"):
+        AdapterConfig(kind="pplug", num_tokens=8)

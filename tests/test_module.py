@@ -98,11 +98,12 @@ def write_genre_data(folder, n_users: int = 64, events: int = 8, seed: int = 0):
     return write_tables(folder, tables, {"genre": True})
 
 
-def make_module(llm_dir, adapter_kind: str = "resampler", lr: float = 1e-2) -> UserEmbedModule:
+def make_module(llm_dir, adapter_kind: str = "resampler", lr: float = 1e-2, named: int = 0) -> UserEmbedModule:
     return UserEmbedModule(
         sources=[SourceConfig(kind="sequence", name="ratings", dim=32, heads=2, layers=1, max_len=8, dropout=0.0),
                  SourceConfig(kind="tabular", name="profile", dim=16, heads=2, dropout=0.0)],
-        adapter=AdapterConfig(kind=adapter_kind, num_tokens=2, dim=32, layers=1, heads=2, user_dim=16),
+        adapter=AdapterConfig(kind=adapter_kind, num_tokens=2, dim=32, layers=1, heads=2, user_dim=16,
+                              named_categories=named),
         llm=LLMConfig(name_or_path=str(llm_dir)), loss=LossConfig(contrastive_weight=0.0),
         optim=OptimConfig(lr=lr, warmup_steps=5))
 
@@ -158,6 +159,24 @@ def test_gradients_reach_encoders_and_adapter_but_not_the_llm(tiny_llm_dir, tmp_
     assert all(p.grad is None and not p.requires_grad for p in module.llm.parameters())
     trainable = {n for n, p in module.named_parameters() if p.requires_grad}
     assert trainable and not any(n.startswith("llm.") for n in trainable)
+
+
+def test_named_category_tokens_start_from_the_llms_own_name_embeddings(tiny_llm_dir, tmp_path):
+    data = make_data(tmp_path / "data")
+    data.setup()
+    module = make_module(tiny_llm_dir, named=3).build(data.spec)
+    embedding = module.llm.get_input_embeddings().weight
+    for row, name in enumerate(data.spec.categories):
+        ids = module.tokenizer(name, add_special_tokens=False)["input_ids"]
+        torch.testing.assert_close(module.embedder.named_categories.names[row], embedding[ids].mean(0))
+    assert module.embedder.num_tokens == 2 + 3
+    module.train()
+    batch = next(iter(data.train_dataloader()))
+    prompt = module.prompt_batch(batch.examples, with_answers=True)
+    assert int(prompt.soft_mask[0].sum()) == 5  # K adapter tokens + 3 named tokens in the soft slot
+    module.losses(batch)["loss"].backward()
+    assert module.embedder.named_categories.shift[0].weight.grad.abs().sum() > 0
+    assert module.embedder.named_categories.names.grad is None  # the names stay the LLM's
 
 
 def test_tiny_model_learns_a_fact_only_the_embedding_carries(reading_llm_dir, tmp_path):

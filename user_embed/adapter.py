@@ -3,6 +3,9 @@
 Kinds:
 * ``mlp`` — masked mean of all source tokens → MLP → K tokens (K=1 is the UQABench/E2P baseline).
 * ``resampler`` — K learned queries cross-attend over all source tokens (Perceiver/Q-Former style).
+* ``pplug`` — the PPlug baseline (Liu et al., 2024): input-aware attention (the question against each source
+  token, e.g. each event's frozen text vector from the ``text_events`` encoder) gives one user vector → MLP →
+  one user token, followed by one learned, user-independent instruction token.
 
 Instruction-aware (``question`` given): the question embedding is added to the queries (resampler)
 or concatenated to the pooled vector (mlp), so one user yields question-specific soft prompts. With
@@ -73,7 +76,10 @@ class Adapter(nn.Module):
         if question_tokens:  # question words as extra keys, marked by their own type embedding
             self.question_token_proj = nn.Linear(question_dim or llm_dim, dim)
             self.question_type = nn.Parameter(torch.randn(dim) * 0.02)
-        if kind == "resampler":
+        if kind == "pplug":
+            self.to_llm = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, llm_dim))
+            self.instruction = nn.Parameter(torch.randn(llm_dim))  # (d_llm,), brought to scale by out_norm
+        elif kind == "resampler":
             self.queries = nn.Parameter(torch.randn(num_tokens, dim) * 0.02)
             self.blocks = nn.ModuleList(ResamplerBlock(dim, heads, dropout) for _ in range(layers))
             self.to_llm = nn.Linear(dim, llm_dim)
@@ -130,6 +136,12 @@ class Adapter(nn.Module):
             for block in self.blocks:
                 queries = block(queries, tokens, key_padding)
             soft = self.to_llm(queries)  # (B, K, d_llm)
+        elif self.kind == "pplug":
+            scores = torch.einsum("bnd,bd->bn", tokens, cond) / tokens.shape[-1] ** 0.5  # (B, N)
+            weights = scores.masked_fill(~mask, -1e9).softmax(-1) * mask  # users with no tokens: all zero
+            user = torch.einsum("bn,bnd->bd", weights, tokens)  # (B, D)
+            instruction = self.instruction.expand(user.shape[0], -1)  # (B, d_llm)
+            soft = torch.stack([self.to_llm(user), instruction], 1)  # (B, 2, d_llm)
         else:
             hidden = pooled if cond is None else torch.cat([pooled, cond], -1)  # (B, D or 2D)
             soft = self.to_llm(self.mlp(hidden)).view(-1, self.num_tokens, self.llm_dim)  # (B, K, d_llm)

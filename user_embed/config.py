@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from user_embed.errors import ConfigError
 
 TRUNCATION_POLICIES = ("recent",)
-ADAPTER_KINDS = ("mlp", "resampler")
+ADAPTER_KINDS = ("mlp", "resampler", "pplug")
 
 
 def _positive(owner: str, **values: float) -> None:
@@ -70,7 +70,9 @@ class AdapterConfig:
     """How source tokens become ``num_tokens`` soft-prompt vectors and a pooled user vector."""
 
     kind: str = "resampler"
-    """``mlp`` (pooled → K tokens; K=1 is the UQABench/E2P baseline) or ``resampler`` (K queries cross-attend)."""
+    """``mlp`` (pooled → K tokens; K=1 is the UQABench/E2P baseline), ``resampler`` (K queries cross-attend) or
+    ``pplug`` (the PPlug baseline: question-weighted mean of the source tokens → one user token, plus one learned
+    instruction token; needs num_tokens: 2 and instruction_aware: true)."""
     num_tokens: int = 8
     """K, the number of soft-prompt vectors given to the LLM."""
     dim: int = 256
@@ -84,6 +86,10 @@ class AdapterConfig:
     question_tokens: bool = False
     """Resampler only: the queries also cross-attend to the question's token embeddings (not just their mean),
     so a word of the question (a genre, an item) can pick what the soft prompt carries."""
+    named_categories: int = 0
+    """Also give the LLM the user's N most frequent item categories as tokens: the LLM's own embedding of the
+    category's name plus a learned shift from its statistics (``user_embed/named_categories.py``); 0 = off.
+    The soft prompt then has ``num_tokens`` + N vectors."""
     user_dim: int = 256
     """Size of the pooled user vector (used by the contrastive loss and by `user-embed embed`)."""
     dropout: float = 0.0
@@ -92,10 +98,15 @@ class AdapterConfig:
     def __post_init__(self) -> None:
         if self.kind not in ADAPTER_KINDS:
             raise ConfigError(f"adapter.kind '{self.kind}' is unknown; known: {ADAPTER_KINDS}")
+        if self.named_categories < 0:
+            raise ConfigError(f"adapter.named_categories must be >= 0, got {self.named_categories}")
         _positive("adapter", num_tokens=self.num_tokens, dim=self.dim, layers=self.layers,
                   heads=self.heads, user_dim=self.user_dim)
         if self.dim % self.heads:
             raise ConfigError(f"adapter.dim {self.dim} is not divisible by adapter.heads {self.heads}")
+        if self.kind == "pplug" and (self.num_tokens != 2 or not self.instruction_aware):
+            raise ConfigError("adapter.kind pplug gives one user token plus one instruction token: it needs "
+                              f"num_tokens: 2 and instruction_aware: true (got {self.num_tokens}, {self.instruction_aware})")
         if self.question_tokens and (self.kind != "resampler" or not self.instruction_aware):
             raise ConfigError("adapter.question_tokens needs kind: resampler and instruction_aware: true")
 

@@ -19,7 +19,8 @@ from user_embed.adapter import Adapter, AdapterOutput
 from user_embed.config import AdapterConfig, SourceConfig
 from user_embed.data.spec import DataSpec
 from user_embed.encoders import SourceInputs, build_encoder
-from user_embed.errors import CheckpointError
+from user_embed.errors import CheckpointError, ConfigError
+from user_embed.named_categories import NamedCategoryTokens
 
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
 FORMAT_VERSION = 1
@@ -40,10 +41,18 @@ class UserEmbedder(nn.Module):
         self.encoders = nn.ModuleDict({s.name: build_encoder(s, spec) for s in sources})
         dims = {name: enc.dim for name, enc in self.encoders.items()}
         self.adapter = Adapter.from_config(adapter, dims, llm_info["hidden_size"], llm_info["embed_rms"])
+        self.named_categories: NamedCategoryTokens | None = None
+        if adapter.named_categories:
+            if spec.num_categories < 2:
+                raise ConfigError("adapter.named_categories needs item categories; the items table has none")
+            self.named_categories = NamedCategoryTokens(spec.num_categories, llm_info["hidden_size"],
+                                                        llm_info["embed_rms"], adapter.named_categories, self.max_len)
 
     @property
     def num_tokens(self) -> int:
-        return self.adapter_config.num_tokens
+        """Soft-prompt length: the adapter's K tokens plus any named category tokens."""
+        named = self.named_categories.top if self.named_categories is not None else 0
+        return self.adapter_config.num_tokens + named
 
     @property
     def max_len(self) -> int:
@@ -55,7 +64,10 @@ class UserEmbedder(nn.Module):
                 ) -> AdapterOutput:
         """inputs: the batch's histories/profiles; question: (B, d_llm) mean question embedding or None;
         question_tokens: (B, Tq, d_llm) question token embeddings with mask (B, Tq) (``question_tokens`` adapters)."""
-        return self.adapter(self._encode(inputs), question, question_tokens, question_mask)
+        out = self.adapter(self._encode(inputs), question, question_tokens, question_mask)
+        if self.named_categories is not None:  # (B, K, d_llm) + (B, N, d_llm) → (B, K + N, d_llm)
+            out.soft_prompt = torch.cat([out.soft_prompt, self.named_categories(inputs)], 1)
+        return out
 
     def user_vectors(self, inputs: SourceInputs) -> torch.Tensor:
         """One question-independent vector per user: (B, user_dim)."""
@@ -138,7 +150,8 @@ def model_card(config: dict) -> str:
         f"- Frozen LLM: `{llm.get('origin') or llm['name_or_path']}` (revision: {llm.get('revision') or 'n/a'}, "
         f"hidden size {llm['hidden_size']})",
         f"- Sources: {sources}",
-        f"- Adapter: `{adapter['kind']}`, K = {adapter['num_tokens']} soft tokens, "
+        f"- Adapter: `{adapter['kind']}`, K = {adapter['num_tokens']} soft tokens"
+        f"{' + ' + str(adapter['named_categories']) + ' named category tokens' if adapter.get('named_categories') else ''}, "
         f"instruction-aware: {adapter['instruction_aware']}",
         f"- Items in vocabulary: {len(config['spec']['item_ids'])}",
         "",

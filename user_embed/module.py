@@ -18,6 +18,7 @@ import torch
 from user_embed.config import AdapterConfig, LLMConfig, LossConfig, OptimConfig, SourceConfig
 from user_embed.data.collate import Example, UserBatch
 from user_embed.embedder import UserEmbedder
+from user_embed.named_categories import name_embeddings
 from user_embed.encoders.registry import get_encoder_builder
 from user_embed.errors import ConfigError
 from user_embed.eval.choice import pick, prefill_shared_prefix, score_options, shared_prefix_length
@@ -84,13 +85,16 @@ class UserEmbedModule(L.LightningModule):
         self.llm, self.tokenizer, self.llm_info = loaded.model, loaded.tokenizer, loaded.info
         self.prompts = PromptBuilder(self.tokenizer, self.llm_config.system_prompt)
         for source in self.source_configs:
-            if source.kind == "text" and source.text_encoder not in spec.item_vectors and source.text_encoder not in spec.text_dims:
+            if source.kind in ("text", "text_events") and source.text_encoder not in spec.item_vectors and source.text_encoder not in spec.text_dims:
                 raise ConfigError(f"source '{source.name}' uses text encoder '{source.text_encoder}', but the data "
                                   f"module computed item vectors for {sorted(spec.item_vectors) or 'none'} "
                                   f"(set data.text_encoder to the same value)")
         if embedder is None:
             embedder = UserEmbedder(self.source_configs, self.adapter_config, spec, self.llm_info)
             _load_encoder_checkpoints(embedder, self.source_configs)
+            if embedder.named_categories is not None:  # the LLM's own embeddings of the category names
+                names = name_embeddings(self.tokenizer, self.llm.get_input_embeddings(), spec.categories)
+                embedder.named_categories.set_names(names)
         else:
             embedder.check_llm(self.llm_config.name_or_path, self.llm_info["hidden_size"])
         self.embedder = embedder

@@ -17,6 +17,18 @@ from user_embed.encoders.registry import register_encoder
 from user_embed.errors import ConfigError
 
 
+def item_text_vectors(config: SourceConfig, spec: DataSpec) -> torch.Tensor:
+    """The frozen (num_items, d_text) vectors of ``config.text_encoder``; zeros of the right shape when the spec
+    only records their size (a saved embedder: ``load_state_dict`` fills them)."""
+    vectors = spec.item_vectors.get(config.text_encoder)
+    if vectors is not None:
+        return vectors
+    if config.text_encoder not in spec.text_dims:
+        raise ConfigError(f"source '{config.name}': no item text vectors for text encoder "
+                          f"'{config.text_encoder}' (the data module computes them)")
+    return torch.zeros(spec.num_items, spec.text_dims[config.text_encoder])
+
+
 @register_encoder("text")
 class TextEncoder(SourceEncoder):
     """Frozen item-text vectors → projection + recency → K-query attention pooling → (B, K, d)."""
@@ -37,13 +49,8 @@ class TextEncoder(SourceEncoder):
 
     @classmethod
     def from_config(cls, config: SourceConfig, spec: DataSpec) -> "TextEncoder":
-        vectors = spec.item_vectors.get(config.text_encoder)
-        if vectors is None:
-            if config.text_encoder not in spec.text_dims:
-                raise ConfigError(f"source '{config.name}': no item text vectors for text encoder "
-                                  f"'{config.text_encoder}' (the data module computes them)")
-            vectors = torch.zeros(spec.num_items, spec.text_dims[config.text_encoder])  # filled by load_state_dict
-        return cls(vectors, config.dim, config.num_tokens, config.heads, config.max_len, config.dropout)
+        return cls(item_text_vectors(config, spec), config.dim, config.num_tokens, config.heads, config.max_len,
+                   config.dropout)
 
     def forward(self, inputs: SourceInputs) -> EncoderOutput:
         mask = inputs.mask  # (B, L)
