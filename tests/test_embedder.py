@@ -32,20 +32,20 @@ def make_spec(num_items: int = 10) -> DataSpec:
                     item_texts=[f"movie {i}" for i in range(num_items)])
 
 
-def make_embedder(spec: DataSpec | None = None, adapter_kind: str = "resampler", named: int = 0) -> UserEmbedder:
+def make_embedder(spec: DataSpec | None = None, adapter_kind: str = "resampler", named: int = 0,
+                  pointer: bool = False) -> UserEmbedder:
     torch.manual_seed(0)
     sources = [SourceConfig(kind="sequence", name="ratings", dim=16, heads=2, layers=1, max_len=6),
                SourceConfig(kind="text", name="titles", dim=16, heads=2, num_tokens=2, max_len=4,
                             text_encoder=TEXT_MODEL),
                SourceConfig(kind="tabular", name="profile", dim=8, heads=2)]
     adapter = AdapterConfig(kind=adapter_kind, num_tokens=3, dim=32, layers=1, heads=2, user_dim=12,
-                            named_categories=named)
+                            named_categories=named, category_pointer=pointer)
     embedder = UserEmbedder(sources, adapter, spec or make_spec(), LLM_INFO)
     with torch.no_grad():  # move away from the initialisation so a round trip that re-initialises shows
         for parameter in embedder.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.05)
-        if named:
-            embedder.named_categories.set_names(torch.randn(3, 64) * 0.02)
+        embedder.set_category_names(torch.randn(3, 64) * 0.02)
     return embedder.eval()
 
 
@@ -68,9 +68,10 @@ def saved(tmp_path) -> tuple[UserEmbedder, Path]:
     return embedder, embedder.save_pretrained(tmp_path / "embedder")
 
 
-@pytest.mark.parametrize("adapter_kind,named", [("mlp", 0), ("resampler", 0), ("resampler", 2)])
-def test_round_trip_is_exact(tmp_path, adapter_kind, named):
-    embedder = make_embedder(adapter_kind=adapter_kind, named=named)
+@pytest.mark.parametrize("adapter_kind,named,pointer", [("mlp", 0, False), ("resampler", 0, False),
+                                                        ("resampler", 2, True)])
+def test_round_trip_is_exact(tmp_path, adapter_kind, named, pointer):
+    embedder = make_embedder(adapter_kind=adapter_kind, named=named, pointer=pointer)
     path = embedder.save_pretrained(tmp_path / "embedder")
     loaded = UserEmbedder.from_pretrained(path).eval()
     before, after = embedder.state_dict(), loaded.state_dict()

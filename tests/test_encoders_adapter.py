@@ -283,3 +283,32 @@ def test_pplug_adapter_one_question_weighted_user_token_and_one_shared_instructi
     torch.testing.assert_close(rms, torch.full_like(rms, RMS), rtol=1e-3, atol=0)
     with pytest.raises(ConfigError, match="pplug"):
         AdapterConfig(kind="pplug", num_tokens=8)
+
+
+def test_category_pointer_adds_a_mix_of_category_names_picked_by_statistics(spec):
+    from user_embed.named_categories import CategoryPointerKeys
+
+    config = AdapterConfig(kind="resampler", num_tokens=2, dim=32, layers=1, heads=2, user_dim=24,
+                           category_pointer=True)
+    torch.manual_seed(2)
+    adapter = Adapter.from_config(config, {"sequence": 16, "text": 16, "tabular": 16}, D_LLM, RMS).eval()
+    keys = CategoryPointerKeys(spec.num_categories, D_LLM, max_len=12, dim=32).eval()
+    names = torch.randn(3, D_LLM) * RMS
+    keys.set_names(names)
+    inputs = make_inputs(["long", "short"], 8)
+    sources = _sources(spec, ["long", "short"])
+    question = torch.randn(2, D_LLM) * RMS
+    out = adapter(sources, question, pointer=keys(inputs))
+    with torch.no_grad():
+        adapter.pointer_gate.zero_()
+    plain = adapter(sources, question, pointer=keys(inputs))
+    rms = plain.soft_prompt.pow(2).mean(-1).sqrt()
+    torch.testing.assert_close(rms, torch.full_like(rms, RMS), rtol=1e-3, atol=0)  # gate 0: the plain tokens
+    added = out.soft_prompt - plain.soft_prompt  # (B, K, d): a convex mix of the three names
+    weights = torch.linalg.lstsq(names.T, added.reshape(-1, D_LLM).T).solution.T  # (B*K, 3)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(4), atol=1e-4, rtol=0)
+    assert (weights > -1e-4).all()
+    with pytest.raises(ValueError, match="category pointer"):
+        adapter(sources, question)
+    with pytest.raises(ConfigError, match="category_pointer"):
+        AdapterConfig(kind="mlp", category_pointer=True)

@@ -98,12 +98,13 @@ def write_genre_data(folder, n_users: int = 64, events: int = 8, seed: int = 0):
     return write_tables(folder, tables, {"genre": True})
 
 
-def make_module(llm_dir, adapter_kind: str = "resampler", lr: float = 1e-2, named: int = 0) -> UserEmbedModule:
+def make_module(llm_dir, adapter_kind: str = "resampler", lr: float = 1e-2, named: int = 0,
+                pointer: bool = False) -> UserEmbedModule:
     return UserEmbedModule(
         sources=[SourceConfig(kind="sequence", name="ratings", dim=32, heads=2, layers=1, max_len=8, dropout=0.0),
                  SourceConfig(kind="tabular", name="profile", dim=16, heads=2, dropout=0.0)],
         adapter=AdapterConfig(kind=adapter_kind, num_tokens=2, dim=32, layers=1, heads=2, user_dim=16,
-                              named_categories=named),
+                              named_categories=named, category_pointer=pointer),
         llm=LLMConfig(name_or_path=str(llm_dir)), loss=LossConfig(contrastive_weight=0.0),
         optim=OptimConfig(lr=lr, warmup_steps=5))
 
@@ -164,11 +165,12 @@ def test_gradients_reach_encoders_and_adapter_but_not_the_llm(tiny_llm_dir, tmp_
 def test_named_category_tokens_start_from_the_llms_own_name_embeddings(tiny_llm_dir, tmp_path):
     data = make_data(tmp_path / "data")
     data.setup()
-    module = make_module(tiny_llm_dir, named=3).build(data.spec)
+    module = make_module(tiny_llm_dir, named=3, pointer=True).build(data.spec)
     embedding = module.llm.get_input_embeddings().weight
     for row, name in enumerate(data.spec.categories):
         ids = module.tokenizer(name, add_special_tokens=False)["input_ids"]
         torch.testing.assert_close(module.embedder.named_categories.names[row], embedding[ids].mean(0))
+    torch.testing.assert_close(module.embedder.category_pointer.names, module.embedder.named_categories.names)
     assert module.embedder.num_tokens == 2 + 3
     module.train()
     batch = next(iter(data.train_dataloader()))
@@ -176,6 +178,8 @@ def test_named_category_tokens_start_from_the_llms_own_name_embeddings(tiny_llm_
     assert int(prompt.soft_mask[0].sum()) == 5  # K adapter tokens + 3 named tokens in the soft slot
     module.losses(batch)["loss"].backward()
     assert module.embedder.named_categories.shift[0].weight.grad.abs().sum() > 0
+    assert module.embedder.category_pointer.stats[0].weight.grad.abs().sum() > 0
+    assert module.embedder.adapter.pointer_query.weight.grad.abs().sum() > 0
     assert module.embedder.named_categories.names.grad is None  # the names stay the LLM's
 
 

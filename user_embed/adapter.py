@@ -11,6 +11,10 @@ Instruction-aware (``question`` given): the question embedding is added to the q
 or concatenated to the pooled vector (mlp), so one user yields question-specific soft prompts. With
 ``question_tokens`` the resampler's queries also cross-attend to the question's token embeddings.
 
+Category pointer (``pointer`` given, resampler): each soft token adds the attention-weighted mix of the
+LLM's category-name embeddings, attention from its final query over one key per category (see
+``user_embed/named_categories.py``).
+
 Output scale: soft tokens are layer-normalised and multiplied by a learnable scale initialised
 to the RMS of the LLM's token embeddings, so they start at the LLM's embedding scale (small,
 random, never zero: a zero soft prompt gave NaN gradients).
@@ -64,7 +68,7 @@ class Adapter(nn.Module):
     def __init__(self, source_dims: dict[str, int], llm_dim: int, llm_embed_rms: float, kind: str = "resampler",
                  num_tokens: int = 8, dim: int = 256, layers: int = 2, heads: int = 4,
                  instruction_aware: bool = True, question_dim: int | None = None, user_dim: int = 256,
-                 dropout: float = 0.0, question_tokens: bool = False):
+                 dropout: float = 0.0, question_tokens: bool = False, category_pointer: bool = False):
         super().__init__()
         self.kind, self.num_tokens, self.llm_dim = kind, num_tokens, llm_dim
         self.instruction_aware = instruction_aware
@@ -73,6 +77,7 @@ class Adapter(nn.Module):
         self.source_type = nn.Parameter(torch.randn(len(source_dims), dim) * 0.02)
         self.question_proj = nn.Linear(question_dim or llm_dim, dim) if instruction_aware else None
         self.question_tokens = question_tokens
+        self.category_pointer = category_pointer and kind == "resampler"
         if question_tokens:  # question words as extra keys, marked by their own type embedding
             self.question_token_proj = nn.Linear(question_dim or llm_dim, dim)
             self.question_type = nn.Parameter(torch.randn(dim) * 0.02)
@@ -83,6 +88,9 @@ class Adapter(nn.Module):
             self.queries = nn.Parameter(torch.randn(num_tokens, dim) * 0.02)
             self.blocks = nn.ModuleList(ResamplerBlock(dim, heads, dropout) for _ in range(layers))
             self.to_llm = nn.Linear(dim, llm_dim)
+            if category_pointer:
+                self.pointer_query = nn.Linear(dim, dim)
+                self.pointer_gate = nn.Parameter(torch.tensor(1.0))
         else:
             in_dim = dim * (2 if instruction_aware else 1)
             self.mlp = nn.Sequential(nn.Linear(in_dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim))
@@ -96,7 +104,7 @@ class Adapter(nn.Module):
                     llm_embed_rms: float) -> "Adapter":
         return cls(source_dims, llm_dim, llm_embed_rms, config.kind, config.num_tokens, config.dim, config.layers,
                    config.heads, config.instruction_aware, llm_dim, config.user_dim, config.dropout,
-                   config.question_tokens)
+                   config.question_tokens, config.category_pointer)
 
     def fuse(self, sources: dict[str, EncoderOutput]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """All sources' tokens in the adapter width: tokens (B, N, D), mask (B, N), pooled (B, D)."""
@@ -114,11 +122,12 @@ class Adapter(nn.Module):
         return self.user_head(self.fuse(sources)[2])
 
     def forward(self, sources: dict[str, EncoderOutput], question: torch.Tensor | None = None,
-                question_tokens: torch.Tensor | None = None, question_mask: torch.Tensor | None = None
-                ) -> AdapterOutput:
-        """question: (B, d_q) mean question embedding; question_tokens: (B, Tq, d_q) with mask (B, Tq)."""
+                question_tokens: torch.Tensor | None = None, question_mask: torch.Tensor | None = None,
+                pointer: tuple[torch.Tensor, torch.Tensor] | None = None) -> AdapterOutput:
+        """question: (B, d_q) mean question embedding; question_tokens: (B, Tq, d_q) with mask (B, Tq);
+        pointer: category keys (B, C, D) and the name embeddings they point at (C, d_llm)."""
         tokens, mask, pooled = self.fuse(sources)  # (B, N, D), (B, N), (B, D)
-        cond = None
+        cond, pointed = None, None
         if self.instruction_aware:
             if question is None:
                 raise ValueError("this adapter is instruction-aware: pass the question embedding")
@@ -136,6 +145,8 @@ class Adapter(nn.Module):
             for block in self.blocks:
                 queries = block(queries, tokens, key_padding)
             soft = self.to_llm(queries)  # (B, K, d_llm)
+            if self.category_pointer:
+                pointed = self._point(queries, pointer)  # (B, K, d_llm)
         elif self.kind == "pplug":
             scores = torch.einsum("bnd,bd->bn", tokens, cond) / tokens.shape[-1] ** 0.5  # (B, N)
             weights = scores.masked_fill(~mask, -1e9).softmax(-1) * mask  # users with no tokens: all zero
@@ -146,4 +157,14 @@ class Adapter(nn.Module):
             hidden = pooled if cond is None else torch.cat([pooled, cond], -1)  # (B, D or 2D)
             soft = self.to_llm(self.mlp(hidden)).view(-1, self.num_tokens, self.llm_dim)  # (B, K, d_llm)
         soft = self.out_norm(soft) * self.out_scale  # LLM embedding scale
+        if pointed is not None:
+            soft = soft + pointed
         return AdapterOutput(soft_prompt=soft, user_vector=self.user_head(pooled))
+
+    def _point(self, queries: torch.Tensor, pointer: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        """(B, K, D) queries → (B, K, d_llm) gated mix of category-name embeddings."""
+        if pointer is None:
+            raise ValueError("this adapter has a category pointer: pass the category keys and names")
+        keys, names = pointer  # (B, C, D), (C, d_llm)
+        logits = torch.einsum("bkd,bcd->bkc", self.pointer_query(queries), keys) / keys.shape[-1] ** 0.5
+        return self.pointer_gate * logits.softmax(-1) @ names  # (B, K, d_llm)

@@ -90,6 +90,9 @@ class AdapterConfig:
     """Also give the LLM the user's N most frequent item categories as tokens: the LLM's own embedding of the
     category's name plus a learned shift from its statistics (``user_embed/named_categories.py``); 0 = off.
     The soft prompt then has ``num_tokens`` + N vectors."""
+    category_pointer: bool = False
+    """Resampler only: each soft token also adds a mix of the LLM's embeddings of category names, weighted by
+    attention from its query over the categories' statistics (``user_embed/named_categories.py``)."""
     user_dim: int = 256
     """Size of the pooled user vector (used by the contrastive loss and by `user-embed embed`)."""
     dropout: float = 0.0
@@ -107,6 +110,8 @@ class AdapterConfig:
         if self.kind == "pplug" and (self.num_tokens != 2 or not self.instruction_aware):
             raise ConfigError("adapter.kind pplug gives one user token plus one instruction token: it needs "
                               f"num_tokens: 2 and instruction_aware: true (got {self.num_tokens}, {self.instruction_aware})")
+        if self.category_pointer and self.kind != "resampler":
+            raise ConfigError("adapter.category_pointer needs kind: resampler")
         if self.question_tokens and (self.kind != "resampler" or not self.instruction_aware):
             raise ConfigError("adapter.question_tokens needs kind: resampler and instruction_aware: true")
 

@@ -20,7 +20,7 @@ from user_embed.config import AdapterConfig, SourceConfig
 from user_embed.data.spec import DataSpec
 from user_embed.encoders import SourceInputs, build_encoder
 from user_embed.errors import CheckpointError, ConfigError
-from user_embed.named_categories import NamedCategoryTokens
+from user_embed.named_categories import CategoryPointerKeys, NamedCategoryTokens
 
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
 FORMAT_VERSION = 1
@@ -42,11 +42,16 @@ class UserEmbedder(nn.Module):
         dims = {name: enc.dim for name, enc in self.encoders.items()}
         self.adapter = Adapter.from_config(adapter, dims, llm_info["hidden_size"], llm_info["embed_rms"])
         self.named_categories: NamedCategoryTokens | None = None
+        self.category_pointer: CategoryPointerKeys | None = None
+        if (adapter.named_categories or adapter.category_pointer) and spec.num_categories < 2:
+            raise ConfigError("adapter.named_categories and adapter.category_pointer need item categories; "
+                              "the items table has none")
         if adapter.named_categories:
-            if spec.num_categories < 2:
-                raise ConfigError("adapter.named_categories needs item categories; the items table has none")
             self.named_categories = NamedCategoryTokens(spec.num_categories, llm_info["hidden_size"],
                                                         llm_info["embed_rms"], adapter.named_categories, self.max_len)
+        if adapter.category_pointer:
+            self.category_pointer = CategoryPointerKeys(spec.num_categories, llm_info["hidden_size"], self.max_len,
+                                                        adapter.dim)
 
     @property
     def num_tokens(self) -> int:
@@ -64,10 +69,17 @@ class UserEmbedder(nn.Module):
                 ) -> AdapterOutput:
         """inputs: the batch's histories/profiles; question: (B, d_llm) mean question embedding or None;
         question_tokens: (B, Tq, d_llm) question token embeddings with mask (B, Tq) (``question_tokens`` adapters)."""
-        out = self.adapter(self._encode(inputs), question, question_tokens, question_mask)
+        pointer = self.category_pointer(inputs) if self.category_pointer is not None else None
+        out = self.adapter(self._encode(inputs), question, question_tokens, question_mask, pointer)
         if self.named_categories is not None:  # (B, K, d_llm) + (B, N, d_llm) → (B, K + N, d_llm)
             out.soft_prompt = torch.cat([out.soft_prompt, self.named_categories(inputs)], 1)
         return out
+
+    def set_category_names(self, vectors: torch.Tensor) -> None:
+        """Give the named-category parts the LLM's embeddings of the category names, (C, d_llm)."""
+        for part in (self.named_categories, self.category_pointer):
+            if part is not None:
+                part.set_names(vectors)
 
     def user_vectors(self, inputs: SourceInputs) -> torch.Tensor:
         """One question-independent vector per user: (B, user_dim)."""

@@ -92,9 +92,10 @@ class UserEmbedModule(L.LightningModule):
         if embedder is None:
             embedder = UserEmbedder(self.source_configs, self.adapter_config, spec, self.llm_info)
             _load_encoder_checkpoints(embedder, self.source_configs)
-            if embedder.named_categories is not None:  # the LLM's own embeddings of the category names
-                names = name_embeddings(self.tokenizer, self.llm.get_input_embeddings(), spec.categories)
-                embedder.named_categories.set_names(names)
+            if embedder.named_categories is not None or embedder.category_pointer is not None:
+                # the LLM's own embeddings of the category names
+                embedder.set_category_names(name_embeddings(self.tokenizer, self.llm.get_input_embeddings(),
+                                                            spec.categories))
         else:
             embedder.check_llm(self.llm_config.name_or_path, self.llm_info["hidden_size"])
         self.embedder = embedder

@@ -1,4 +1,11 @@
-"""Named category tokens: a user's most frequent item categories as soft tokens the LLM reads by name.
+"""Category names in the LLM's own words: named category tokens and the category pointer.
+
+Both start from the frozen LLM's embedding of each category's name (mean over its sub-word tokens),
+kept as a buffer (saved with the embedder, never trained), and from that category's statistics in the
+user's history (``category_features``: shares over recency windows, older/newer half, mean value).
+
+**Named category tokens** (``adapter.named_categories: N``): a user's most frequent item categories as
+extra soft tokens the LLM reads by name.
 
 The adapter's K tokens must learn, from scratch, how to say "Drama" in the LLM's embedding space.
 Named tokens skip that: token_c = the frozen LLM's own embedding of category c's name (mean over
@@ -9,7 +16,12 @@ attention, and only the shift (how much, how recently, how liked) has to be lear
 
 A user gets the ``top`` categories with the most events in the read history, most frequent first
 (ties: vocabulary order), so the prompt grows by a fixed ``top`` tokens whatever the catalogue size.
-The name embeddings are a buffer: saved with the embedder, never trained.
+
+**Category pointer** (``adapter.category_pointer: true``, resampler only): each of the adapter's K tokens
+also points at categories — attention from the token's (question-aware) query over one key per category
+(its statistics + its name) — and adds the attention-weighted mix of the name embeddings. "Say Drama"
+becomes "attend to Drama", so answers that are category names need no new tokens and no learned
+vocabulary.
 """
 
 from __future__ import annotations
@@ -34,21 +46,16 @@ def name_embeddings(tokenizer, embedding: nn.Embedding, names: list[str]) -> tor
     return torch.stack(rows).cpu()
 
 
-class NamedCategoryTokens(nn.Module):
-    """(B, L) histories → (B, top, d_llm) tokens: name embedding + learned statistics shift."""
+class CategoryNames(nn.Module):
+    """The LLM's name embeddings of the categories (a buffer) and each user's per-category statistics."""
 
-    def __init__(self, num_categories: int, llm_dim: int, llm_embed_rms: float, top: int, max_len: int,
-                 hidden: int = 256):
+    def __init__(self, num_categories: int, llm_dim: int, max_len: int):
         super().__init__()
         self.num_categories, self.max_len = num_categories, max_len
-        self.top = min(top, num_categories - 1)
         self.windows = recency_windows(max_len)
         self.count_column = 2 * (len(self.windows) - 1)  # share over the whole read history
-        num_features = 2 * len(self.windows) + 4
+        self.num_features = 2 * len(self.windows) + 4
         self.register_buffer("names", torch.zeros(num_categories - 1, llm_dim))  # (C, d_llm), set by set_names
-        self.shift = nn.Sequential(nn.Linear(num_features, hidden), nn.GELU(), nn.Linear(hidden, llm_dim),
-                                   nn.LayerNorm(llm_dim, elementwise_affine=False))
-        self.shift_scale = nn.Parameter(torch.tensor(0.5 * float(llm_embed_rms)))  # starts below the name's scale
 
     def set_names(self, vectors: torch.Tensor) -> None:
         """Store the LLM's embeddings of the category names, (C, d_llm) in vocabulary order."""
@@ -56,9 +63,38 @@ class NamedCategoryTokens(nn.Module):
             raise ValueError(f"name embeddings have shape {tuple(vectors.shape)}, expected {tuple(self.names.shape)}")
         self.names.copy_(vectors)
 
+    def statistics(self, inputs: SourceInputs) -> torch.Tensor:
+        """(B, C, F) per-category statistics over the last ``max_len`` events."""
+        return category_features(inputs.tail(self.max_len), self.num_categories, self.windows)
+
+
+class NamedCategoryTokens(CategoryNames):
+    """(B, L) histories → (B, top, d_llm) tokens: name embedding + learned statistics shift."""
+
+    def __init__(self, num_categories: int, llm_dim: int, llm_embed_rms: float, top: int, max_len: int,
+                 hidden: int = 256):
+        super().__init__(num_categories, llm_dim, max_len)
+        self.top = min(top, num_categories - 1)
+        self.shift = nn.Sequential(nn.Linear(self.num_features, hidden), nn.GELU(), nn.Linear(hidden, llm_dim),
+                                   nn.LayerNorm(llm_dim, elementwise_affine=False))
+        self.shift_scale = nn.Parameter(torch.tensor(0.5 * float(llm_embed_rms)))  # starts below the name's scale
+
     def forward(self, inputs: SourceInputs) -> torch.Tensor:
-        stats = category_features(inputs.tail(self.max_len), self.num_categories, self.windows)  # (B, C, F)
+        stats = self.statistics(inputs)  # (B, C, F)
         share = stats[..., self.count_column]  # (B, C)
         order = torch.sort(share, dim=-1, descending=True, stable=True).indices[:, : self.top]  # (B, top)
         picked = stats.gather(1, order.unsqueeze(-1).expand(-1, -1, stats.shape[-1]))  # (B, top, F)
         return self.names[order] + self.shift(picked) * self.shift_scale  # (B, top, d_llm)
+
+
+class CategoryPointerKeys(CategoryNames):
+    """One key per category in the adapter's width, (B, C, D): statistics MLP + projected name embedding."""
+
+    def __init__(self, num_categories: int, llm_dim: int, max_len: int, dim: int):
+        super().__init__(num_categories, llm_dim, max_len)
+        self.stats = nn.Sequential(nn.Linear(self.num_features, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.name = nn.Sequential(nn.LayerNorm(llm_dim), nn.Linear(llm_dim, dim))
+
+    def forward(self, inputs: SourceInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys (B, C, D) and the values they point at: the name embeddings (C, d_llm)."""
+        return self.stats(self.statistics(inputs)) + self.name(self.names), self.names
