@@ -70,7 +70,9 @@ def main(argv: list[str], command: str = "evaluate") -> int:
     from user_embed.data.datamodule import UserDataModule
     from user_embed.embedder import UserEmbedder
     from user_embed.eval.embed_users import embed_users
-    from user_embed.eval.report import findings, markdown_report, plot_accuracy, plot_embeddings, plot_losses
+    from user_embed.eval.paired import paired_differences
+    from user_embed.eval.report import (FAMILY_ORDER, findings, markdown_report, plot_accuracy, plot_embeddings,
+                                        plot_losses)
     from user_embed.eval.userqa import evaluate_userqa
     from user_embed.module import UserEmbedModule
 
@@ -98,8 +100,11 @@ def main(argv: list[str], command: str = "evaluate") -> int:
     metrics["chance"] = {k: round(sum(v) / len(v), 4) for k, v in chance.items()}
     metrics.update({"checkpoint": str(checkpoint), "data": str(args.data), "split": args.split,
                     "llm": embedder.llm_info.get("origin", llm_name), "seed": args.seed})
-    metrics["findings"] = findings(metrics)
     predictions = metrics.pop("predictions")
+    if "soft" in methods and len(methods) > 1:  # soft minus each baseline, with an interval over users
+        groups = [g for g in (*FAMILY_ORDER, "overall") if g in metrics["accuracy"]["soft"]]
+        metrics["paired"] = paired_differences(predictions, "soft", [m for m in methods if m != "soft"], groups)
+    metrics["findings"] = findings(metrics)
     if lamp_task:
         metrics["lamp"] = {"task": lamp_task, **lamp_scores(lamp_task, predictions, methods)}
 

@@ -109,14 +109,21 @@ def findings(metrics: dict) -> list[str]:
     acc, out = metrics["accuracy"], []
     if "soft" not in acc:
         return out
-    for base in ("none", "text"):
+    for base in ("none", "text", "bm25"):
         if base not in acc:
             continue
         for g in (*FAMILY_ORDER, "overall"):
             if g in acc["soft"] and g in acc[base]:
                 s, b = acc["soft"][g], acc[base][g]
                 verb = "beats" if s > b else ("ties" if s == b else "LOSES to")
-                out.append(f"soft {verb} {base} on {g}: {s:.3f} vs {b:.3f}")
+                line = f"soft {verb} {base} on {g}: {s:.3f} vs {b:.3f}"
+                paired = metrics.get("paired", {}).get(f"soft-{base}", {}).get(g)
+                if paired:
+                    clear = paired["low"] > 0 or paired["high"] < 0
+                    line += (f" (difference {paired['diff']:+.3f}, 95% interval {paired['low']:+.3f} to "
+                             f"{paired['high']:+.3f} over {paired['users']} users: "
+                             f"{'clear' if clear else 'within noise'})")
+                out.append(line)
     tokens = metrics["prompt_tokens"]
     if "text" in tokens and tokens.get("soft"):
         out.append(f"text prompts use {tokens['text'] / tokens['soft']:.1f}x the prompt tokens of soft prompts "
