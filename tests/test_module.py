@@ -214,3 +214,11 @@ def test_tiny_model_learns_a_fact_only_the_embedding_carries(reading_llm_dir, tm
     after_llm = module.llm.state_dict()
     assert all(torch.equal(before_llm[k], after_llm[k]) for k in before_llm)
     assert (tmp_path / "embedder" / "model.safetensors").is_file()
+
+
+def test_the_system_prompt_is_recorded_with_the_llm(tiny_llm_dir):
+    from user_embed.llm.load import load_llm
+
+    assert load_llm(LLMConfig(name_or_path=str(tiny_llm_dir), system_prompt="You rate movies.")).info[
+        "system_prompt"] == "You rate movies."
+    assert load_llm(LLMConfig(name_or_path=str(tiny_llm_dir))).info["system_prompt"] == ""

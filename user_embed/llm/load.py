@@ -27,7 +27,7 @@ class LoadedLLM:
     model: nn.Module
     tokenizer: object
     name_or_path: str  # as resolved (local folder or HF id)
-    info: dict  # recorded in embedder checkpoints: name_or_path, origin, revision, hidden_size, embed_rms
+    info: dict  # recorded in embedder checkpoints: name_or_path, origin, revision, hidden_size, embed_rms, system_prompt
 
 
 def _origin(path: str) -> str | None:
@@ -87,6 +87,7 @@ def load_llm(config: LLMConfig | None = None, dtype: torch.dtype = torch.float32
         "model_type": hf_config.model_type,
         "hidden_size": int(embed.shape[1]),
         "embed_rms": float(embed.detach().float().pow(2).mean().sqrt()),
+        "system_prompt": config.system_prompt,  # the prompt format the embedder is trained with
     }
     return LoadedLLM(model=model, tokenizer=tokenizer, name_or_path=str(path), info=info)
 
