@@ -298,7 +298,9 @@ def test_category_pointer_adds_a_mix_of_category_names_picked_by_statistics(spec
     inputs = make_inputs(["long", "short"], 8)
     sources = _sources(spec, ["long", "short"])
     question = torch.randn(2, D_LLM) * RMS
-    out = adapter(sources, question, pointer=keys(inputs))
+    pointer = keys(inputs)
+    assert pointer.mentions.shape == (2, 0) and pointer.allowed().all()  # no mentions: point anywhere
+    out = adapter(sources, question, pointer=pointer)
     with torch.no_grad():
         adapter.pointer_gate.zero_()
     plain = adapter(sources, question, pointer=keys(inputs))
@@ -312,3 +314,42 @@ def test_category_pointer_adds_a_mix_of_category_names_picked_by_statistics(spec
         adapter(sources, question)
     with pytest.raises(ConfigError, match="category_pointer"):
         AdapterConfig(kind="mlp", category_pointer=True)
+
+
+def test_category_mentions_are_whole_words_in_first_mention_order():
+    from user_embed.named_categories import CategoryMentions
+
+    mentions = CategoryMentions(["Action", "Children's", "Sci-Fi", "War", "Film-Noir"])
+    found = mentions(["How many have the genre sci-fi? Options: 0, 1-2.",
+                      "Options: War, Children's, Action, War.",
+                      "Star Wars is an action-packed film-noir?",
+                      "Nothing here."])
+    assert found.tolist() == [[3, 0, 0], [4, 2, 1], [1, 5, 0], [0, 0, 0]]  # (B, most mentions)
+    assert CategoryMentions([])(["Drama"]).shape == (1, 0)
+
+
+def test_the_pointer_points_only_at_named_categories_and_their_keys_reach_the_resampler(spec):
+    from user_embed.named_categories import CategoryPointerKeys
+
+    config = AdapterConfig(kind="resampler", num_tokens=2, dim=32, layers=1, heads=2, user_dim=24,
+                           category_pointer=True)
+    torch.manual_seed(2)
+    adapter = Adapter.from_config(config, {"sequence": 16, "text": 16, "tabular": 16}, D_LLM, RMS).eval()
+    keys = CategoryPointerKeys(spec.num_categories, D_LLM, max_len=12, dim=32).eval()
+    names = torch.randn(3, D_LLM) * RMS
+    keys.set_names(names)
+    inputs = make_inputs(["long", "short"], 8)
+    sources = _sources(spec, ["long", "short"])
+    question = torch.randn(2, D_LLM) * RMS
+    named = keys(inputs, torch.tensor([[2, 0], [3, 1]]))  # user 0's question names b; user 1's names c and a
+    assert named.allowed().tolist() == [[False, True, False], [True, False, True]]
+    with torch.no_grad():
+        pointed = adapter._point(torch.randn(2, 2, 32), named)  # (B, K, d)
+    torch.testing.assert_close(pointed[0], names[1].expand(2, -1) * adapter.pointer_gate)
+    weights = torch.linalg.lstsq(names.T, pointed[1].T).solution.T  # (K, 3): nothing on b
+    assert weights[:, 1].abs().max() < 1e-4
+    # the named categories' keys are read by the resampler: another mention, another soft prompt
+    other = keys(inputs, torch.tensor([[1, 0], [3, 1]]))
+    a, b = adapter(sources, question, pointer=named), adapter(sources, question, pointer=other)
+    assert (a.soft_prompt[0] - b.soft_prompt[0]).abs().max() > 1e-4
+    torch.testing.assert_close(a.soft_prompt[1], b.soft_prompt[1])

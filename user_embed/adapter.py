@@ -29,6 +29,7 @@ from torch import nn
 
 from user_embed.config import AdapterConfig
 from user_embed.encoders.base import EncoderOutput
+from user_embed.named_categories import Pointer
 
 
 @dataclass
@@ -91,6 +92,7 @@ class Adapter(nn.Module):
             if category_pointer:
                 self.pointer_query = nn.Linear(dim, dim)
                 self.pointer_gate = nn.Parameter(torch.tensor(1.0))
+                self.mention_type = nn.Parameter(torch.randn(dim) * 0.02)  # marks categories the question names
         else:
             in_dim = dim * (2 if instruction_aware else 1)
             self.mlp = nn.Sequential(nn.Linear(in_dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim))
@@ -123,9 +125,9 @@ class Adapter(nn.Module):
 
     def forward(self, sources: dict[str, EncoderOutput], question: torch.Tensor | None = None,
                 question_tokens: torch.Tensor | None = None, question_mask: torch.Tensor | None = None,
-                pointer: tuple[torch.Tensor, torch.Tensor] | None = None) -> AdapterOutput:
+                pointer: Pointer | None = None) -> AdapterOutput:
         """question: (B, d_q) mean question embedding; question_tokens: (B, Tq, d_q) with mask (B, Tq);
-        pointer: category keys (B, C, D) and the name embeddings they point at (C, d_llm)."""
+        pointer: category keys, the name embeddings they point at and the categories the question names."""
         tokens, mask, pooled = self.fuse(sources)  # (B, N, D), (B, N), (B, D)
         cond, pointed = None, None
         if self.instruction_aware:
@@ -141,6 +143,9 @@ class Adapter(nn.Module):
                     raise ValueError("this adapter reads question tokens: pass question_tokens and question_mask")
                 words = self.question_token_proj(question_tokens) + self.question_type  # (B, Tq, D)
                 tokens, mask = torch.cat([tokens, words], 1), torch.cat([mask, question_mask.bool()], 1)
+            if self.category_pointer and pointer is not None and pointer.mentions.shape[1]:
+                named, named_mask = pointer.mentioned_keys()  # (B, M, D), (B, M)
+                tokens, mask = torch.cat([tokens, named + self.mention_type], 1), torch.cat([mask, named_mask], 1)
             key_padding = ~mask & mask.any(-1, keepdim=True)  # users with no tokens attend to padding, not NaN
             for block in self.blocks:
                 queries = block(queries, tokens, key_padding)
@@ -161,10 +166,10 @@ class Adapter(nn.Module):
             soft = soft + pointed
         return AdapterOutput(soft_prompt=soft, user_vector=self.user_head(pooled))
 
-    def _point(self, queries: torch.Tensor, pointer: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-        """(B, K, D) queries → (B, K, d_llm) gated mix of category-name embeddings."""
+    def _point(self, queries: torch.Tensor, pointer: Pointer | None) -> torch.Tensor:
+        """(B, K, D) queries → (B, K, d_llm) gated mix of category-name embeddings (named ones, if any)."""
         if pointer is None:
             raise ValueError("this adapter has a category pointer: pass the category keys and names")
-        keys, names = pointer  # (B, C, D), (C, d_llm)
-        logits = torch.einsum("bkd,bcd->bkc", self.pointer_query(queries), keys) / keys.shape[-1] ** 0.5
-        return self.pointer_gate * logits.softmax(-1) @ names  # (B, K, d_llm)
+        logits = torch.einsum("bkd,bcd->bkc", self.pointer_query(queries), pointer.keys) / pointer.keys.shape[-1] ** 0.5
+        logits = logits.masked_fill(~pointer.allowed().unsqueeze(1), float("-inf"))  # (B, K, C)
+        return self.pointer_gate * logits.softmax(-1) @ pointer.names  # (B, K, d_llm)

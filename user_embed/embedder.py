@@ -20,7 +20,7 @@ from user_embed.config import AdapterConfig, SourceConfig
 from user_embed.data.spec import DataSpec
 from user_embed.encoders import SourceInputs, build_encoder
 from user_embed.errors import CheckpointError, ConfigError
-from user_embed.named_categories import CategoryPointerKeys, NamedCategoryTokens
+from user_embed.named_categories import CategoryMentions, CategoryPointerKeys, NamedCategoryTokens
 
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
 FORMAT_VERSION = 1
@@ -52,6 +52,7 @@ class UserEmbedder(nn.Module):
         if adapter.category_pointer:
             self.category_pointer = CategoryPointerKeys(spec.num_categories, llm_info["hidden_size"], self.max_len,
                                                         adapter.dim)
+            self.mentions = CategoryMentions(spec.categories)
 
     @property
     def num_tokens(self) -> int:
@@ -65,11 +66,15 @@ class UserEmbedder(nn.Module):
         return max([s.max_len for s in self.source_configs if s.kind not in PROFILE_ONLY_KINDS] or [1])
 
     def forward(self, inputs: SourceInputs, question: torch.Tensor | None = None,
-                question_tokens: torch.Tensor | None = None, question_mask: torch.Tensor | None = None
-                ) -> AdapterOutput:
+                question_tokens: torch.Tensor | None = None, question_mask: torch.Tensor | None = None,
+                question_texts: list[str] | None = None) -> AdapterOutput:
         """inputs: the batch's histories/profiles; question: (B, d_llm) mean question embedding or None;
-        question_tokens: (B, Tq, d_llm) question token embeddings with mask (B, Tq) (``question_tokens`` adapters)."""
-        pointer = self.category_pointer(inputs) if self.category_pointer is not None else None
+        question_tokens: (B, Tq, d_llm) question token embeddings with mask (B, Tq) (``question_tokens`` adapters);
+        question_texts: the questions as text, whose category names the category pointer reads."""
+        pointer = None
+        if self.category_pointer is not None:
+            mentions = self.mentions(question_texts) if question_texts is not None else None  # (B, M)
+            pointer = self.category_pointer(inputs, mentions)
         out = self.adapter(self._encode(inputs), question, question_tokens, question_mask, pointer)
         if self.named_categories is not None:  # (B, K, d_llm) + (B, N, d_llm) → (B, K + N, d_llm)
             out.soft_prompt = torch.cat([out.soft_prompt, self.named_categories(inputs)], 1)

@@ -140,6 +140,8 @@ class UserEmbedModule(L.LightningModule):
             question = mean_question_embedding(embedding, prompt.question_ids, prompt.question_mask)  # (B, d_llm)
         if self.adapter_config.question_tokens:  # (B, Tq, d_llm) token embeddings + (B, Tq) mask
             words = {"question_tokens": embedding(prompt.question_ids), "question_mask": prompt.question_mask}
+        if self.embedder.category_pointer is not None:  # the pointer reads the category names in the question
+            words["question_texts"] = [ex.question for ex in batch.examples]
         out = self.embedder(batch.inputs, question, **words)  # soft_prompt: (B, K, d_llm)
         return splice_soft_prompt(embeds, prompt.soft_mask, out.soft_prompt), out
 

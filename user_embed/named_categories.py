@@ -21,10 +21,16 @@ A user gets the ``top`` categories with the most events in the read history, mos
 also points at categories — attention from the token's (question-aware) query over one key per category
 (its statistics + its name) — and adds the attention-weighted mix of the name embeddings. "Say Drama"
 becomes "attend to Drama", so answers that are category names need no new tokens and no learned
-vocabulary.
+vocabulary. Categories the question names (whole words, any case: "… the genre Sci-Fi?", "Options:
+Drama, Romance") are found by ``CategoryMentions``: their keys join the resampler's source tokens, so
+the statistics of exactly the named categories reach the soft prompt, and the pointer points only among
+them when there are any.
 """
 
 from __future__ import annotations
+
+import re
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -44,6 +50,32 @@ def name_embeddings(tokenizer, embedding: nn.Embedding, names: list[str]) -> tor
         else:
             rows.append(torch.zeros(embedding.weight.shape[1], device=embedding.weight.device))
     return torch.stack(rows).cpu()
+
+
+MAX_MENTIONS = 16  # categories read from one question at most
+
+
+class CategoryMentions:
+    """Which category names a question mentions: (B, M) indices + 1 in order of first mention, 0 = padding."""
+
+    def __init__(self, names: list[str], limit: int = MAX_MENTIONS):
+        self.limit = limit
+        self.index = {name.lower(): i for i, name in enumerate(names) if name.strip()}
+        alternatives = sorted((re.escape(name) for name in self.index), key=len, reverse=True)  # longest first
+        words = r"(?<!\w)(" + "|".join(alternatives) + r")(?!\w)"  # whole words only: "War" is not in "Wars"
+        self.pattern = re.compile(words, re.IGNORECASE) if alternatives else None
+
+    def __call__(self, questions: list[str]) -> torch.Tensor:
+        rows = []
+        for question in questions:
+            found: list[int] = []
+            for match in self.pattern.finditer(question) if self.pattern else ():
+                index = self.index[match.group(1).lower()] + 1
+                if index not in found:
+                    found.append(index)
+            rows.append(found[: self.limit])
+        width = max((len(r) for r in rows), default=0)
+        return torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.long).reshape(len(rows), width)
 
 
 class CategoryNames(nn.Module):
@@ -95,6 +127,32 @@ class CategoryPointerKeys(CategoryNames):
         self.stats = nn.Sequential(nn.Linear(self.num_features, dim), nn.GELU(), nn.Linear(dim, dim))
         self.name = nn.Sequential(nn.LayerNorm(llm_dim), nn.Linear(llm_dim, dim))
 
-    def forward(self, inputs: SourceInputs) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys (B, C, D) and the values they point at: the name embeddings (C, d_llm)."""
-        return self.stats(self.statistics(inputs)) + self.name(self.names), self.names
+    def forward(self, inputs: SourceInputs, mentions: torch.Tensor | None = None) -> "Pointer":
+        """Keys (B, C, D), the name embeddings they point at (C, d_llm) and the mentioned categories (B, M)."""
+        keys = self.stats(self.statistics(inputs)) + self.name(self.names)  # (B, C, D)
+        if mentions is None:
+            mentions = torch.zeros(keys.shape[0], 0, dtype=torch.long, device=keys.device)
+        return Pointer(keys, self.names, mentions.to(keys.device))
+
+
+@dataclass
+class Pointer:
+    """What the adapter's category pointer reads."""
+
+    keys: torch.Tensor  # (B, C, D) one key per category
+    names: torch.Tensor  # (C, d_llm) the LLM's name embeddings
+    mentions: torch.Tensor  # (B, M) categories named by the question, index + 1; 0 = padding
+
+    def mentioned_keys(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, M, D) keys of the mentioned categories and their mask (B, M)."""
+        mask = self.mentions > 0
+        index = (self.mentions - 1).clamp(min=0).unsqueeze(-1).expand(-1, -1, self.keys.shape[-1])
+        return self.keys.gather(1, index), mask
+
+    def allowed(self) -> torch.Tensor:
+        """(B, C) bool: the mentioned categories where the question names any, else every category."""
+        batch, num = self.keys.shape[:2]
+        named = torch.zeros(batch, num + 1, dtype=torch.bool, device=self.keys.device)
+        named.scatter_(1, self.mentions, True)
+        named = named[:, 1:]  # drop the padding column
+        return torch.where(named.any(-1, keepdim=True), named, torch.ones_like(named))
