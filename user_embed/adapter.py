@@ -170,6 +170,7 @@ class Adapter(nn.Module):
         """(B, K, D) queries → (B, K, d_llm) gated mix of category-name embeddings (named ones, if any)."""
         if pointer is None:
             raise ValueError("this adapter has a category pointer: pass the category keys and names")
-        logits = torch.einsum("bkd,bcd->bkc", self.pointer_query(queries), pointer.keys) / pointer.keys.shape[-1] ** 0.5
-        logits = logits.masked_fill(~pointer.allowed().unsqueeze(1), float("-inf"))  # (B, K, C)
+        scale = pointer.keys.shape[-1] ** -0.5
+        logits = torch.einsum("bkd,bcd->bkc", self.pointer_query(queries), pointer.keys) * scale  # (B, K, C)
+        logits = logits.masked_fill(~pointer.allowed().unsqueeze(1), float("-inf"))
         return self.pointer_gate * logits.softmax(-1) @ pointer.names  # (B, K, d_llm)
