@@ -222,3 +222,42 @@ def test_the_system_prompt_is_recorded_with_the_llm(tiny_llm_dir):
     assert load_llm(LLMConfig(name_or_path=str(tiny_llm_dir), system_prompt="You rate movies.")).info[
         "system_prompt"] == "You rate movies."
     assert load_llm(LLMConfig(name_or_path=str(tiny_llm_dir))).info["system_prompt"] == ""
+
+
+def test_lora_weights_travel_with_the_exported_embedder(tiny_llm_dir, tmp_path):
+    data = make_data(tmp_path / "data")
+    data.setup()
+    torch.manual_seed(0)
+    module = UserEmbedModule(
+        sources=[SourceConfig(kind="sequence", name="ratings", dim=32, heads=2, layers=1, max_len=8, dropout=0.0)],
+        adapter=AdapterConfig(kind="resampler", num_tokens=2, dim=32, layers=1, heads=2, user_dim=16),
+        llm=LLMConfig(name_or_path=str(tiny_llm_dir), lora=True, lora_r=4, lora_dropout=0.0),
+        loss=LossConfig(contrastive_weight=0.0)).build(data.spec)
+    with torch.no_grad():  # as if trained: LoRA's B matrices start at zero, which would hide a lost adapter
+        for name, parameter in module.llm.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)
+    module.eval()
+    batch = next(iter(data.test_dataloader()))
+    before = module.answer_choices(batch)[0]
+    prompt = module.prompt_batch(batch.examples, with_answers=True)
+    logits = module.llm(inputs_embeds=module.inputs_embeds(batch, prompt)[0], attention_mask=prompt.attention_mask,
+                        position_ids=prompt.position_ids).logits
+    path = module.export(tmp_path / "embedder")
+    assert (path / "lora.safetensors").is_file() and "LoRA on the LLM: r = 4" in (path / "README.md").read_text()
+
+    from user_embed.embedder import UserEmbedder
+
+    loaded = UserEmbedder.from_pretrained(path)
+    again = UserEmbedModule(loaded.source_configs, loaded.adapter_config, LLMConfig(name_or_path=str(tiny_llm_dir)))
+    again.build(loaded.spec, embedder=loaded).eval()
+    assert again.llm_config.lora and again.llm_config.lora_r == 4
+    relogits = again.llm(inputs_embeds=again.inputs_embeds(batch, prompt)[0], attention_mask=prompt.attention_mask,
+                         position_ids=prompt.position_ids).logits
+    torch.testing.assert_close(relogits, logits)
+    assert again.answer_choices(batch)[0] == before
+    (path / "lora.safetensors").write_bytes(b"not safetensors")
+    from user_embed.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="LoRA"):
+        UserEmbedder.from_pretrained(path)

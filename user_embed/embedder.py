@@ -23,6 +23,7 @@ from user_embed.errors import CheckpointError, ConfigError
 from user_embed.named_categories import CategoryMentions, CategoryPointerKeys, NamedCategoryTokens
 
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
+LORA_NAME = "lora.safetensors"  # LoRA weights of the LLM, when the embedder was trained with llm.lora
 FORMAT_VERSION = 1
 #: Encoder kinds that read profile fields only, never the event history.
 PROFILE_ONLY_KINDS = ("tabular",)
@@ -38,6 +39,8 @@ class UserEmbedder(nn.Module):
         self.spec = spec
         self.llm_info = dict(llm_info)  # name_or_path, revision, hidden_size, embed_rms
         self.metrics: dict = {}
+        self.lora: dict | None = None  # LoRA settings (r, alpha, dropout, target_modules) when trained with LoRA
+        self.lora_state: dict[str, torch.Tensor] = {}  # the LLM's trained LoRA weights (peft names)
         self.encoders = nn.ModuleDict({s.name: build_encoder(s, spec) for s in sources})
         dims = {name: enc.dim for name, enc in self.encoders.items()}
         self.adapter = Adapter.from_config(adapter, dims, llm_info["hidden_size"], llm_info["embed_rms"])
@@ -102,6 +105,7 @@ class UserEmbedder(nn.Module):
             "llm": self.llm_info,
             "spec": self.spec.to_json(),
             "metrics": self.metrics,
+            "lora": self.lora,
         }
 
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -110,6 +114,9 @@ class UserEmbedder(nn.Module):
         with atomic_directory(directory) as tmp:
             state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
             save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+            if self.lora:
+                lora = {k: v.detach().contiguous().cpu() for k, v in self.lora_state.items()}
+                save_file(lora, str(tmp / LORA_NAME), metadata={"format": "pt"})
             (tmp / CONFIG_NAME).write_text(json.dumps(self.config_dict(), indent=2))
             (tmp / CARD_NAME).write_text(model_card(self.config_dict()))
         return directory
@@ -146,6 +153,14 @@ class UserEmbedder(nn.Module):
             raise CheckpointError(f"{weights_path}: weights do not match {CONFIG_NAME} "
                                   f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
         model.metrics = config.get("metrics", {})
+        if config.get("lora"):
+            lora_path = directory / LORA_NAME
+            try:
+                model.lora_state = load_file(str(lora_path))
+            except Exception as exc:  # missing, truncated or not safetensors
+                raise CheckpointError(f"{lora_path}: the embedder was trained with LoRA on its LLM, but its LoRA "
+                                      f"weights cannot be read ({str(exc).splitlines()[0]})") from exc
+            model.lora = dict(config["lora"])
         return model
 
     def check_llm(self, name_or_path: str, hidden_size: int) -> None:
@@ -171,6 +186,7 @@ def model_card(config: dict) -> str:
         f"{' + ' + str(adapter['named_categories']) + ' named category tokens' if adapter.get('named_categories') else ''}, "
         f"instruction-aware: {adapter['instruction_aware']}",
         f"- Items in vocabulary: {len(config['spec']['item_ids'])}",
+        f"- LoRA on the LLM: {'r = ' + str(config['lora']['r']) + ', weights in ' + LORA_NAME if config.get('lora') else 'no'}",
         "",
         "## Evaluation",
     ]

@@ -8,6 +8,7 @@ vectors spliced into the chat prompt → frozen LLM → AR loss on answer tokens
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -18,14 +19,14 @@ import torch
 from user_embed.config import AdapterConfig, LLMConfig, LossConfig, OptimConfig, SourceConfig
 from user_embed.data.collate import Example, UserBatch
 from user_embed.embedder import UserEmbedder
-from user_embed.named_categories import name_embeddings
 from user_embed.encoders.registry import get_encoder_builder
-from user_embed.errors import ConfigError
+from user_embed.errors import CheckpointError, ConfigError
 from user_embed.eval.choice import pick, prefill_shared_prefix, score_options, shared_prefix_length
-from user_embed.llm.load import load_llm
+from user_embed.llm.load import load_llm, trainable_state
 from user_embed.llm.prompt import PromptBuilder, PromptIds
 from user_embed.llm.soft_prompt import IGNORE_INDEX, PromptBatch, collate_prompts, mean_question_embedding, splice_soft_prompt
 from user_embed.losses import ContrastiveLoss, answer_loss
+from user_embed.named_categories import name_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,9 @@ class UserEmbedModule(L.LightningModule):
 
     def build(self, spec, text_dim: int | None = None, embedder: UserEmbedder | None = None) -> "UserEmbedModule":
         """Load the frozen LLM and create (or adopt) the embedder and loss heads."""
+        if embedder is not None and embedder.lora:  # the LLM as trained: same LoRA settings, trained weights below
+            self.llm_config = dataclasses.replace(self.llm_config, lora=True, **{
+                f"lora_{key}": value for key, value in embedder.lora.items()})
         loaded = load_llm(self.llm_config)
         self.llm, self.tokenizer, self.llm_info = loaded.model, loaded.tokenizer, loaded.info
         self.prompts = PromptBuilder(self.tokenizer, self.llm_config.system_prompt)
@@ -98,6 +102,8 @@ class UserEmbedModule(L.LightningModule):
                                                             spec.categories))
         else:
             embedder.check_llm(self.llm_config.name_or_path, self.llm_info["hidden_size"])
+            if embedder.lora:
+                _load_lora(self.llm, embedder.lora_state)
         self.embedder = embedder
         for source in self.source_configs:
             if source.freeze:
@@ -244,15 +250,34 @@ class UserEmbedModule(L.LightningModule):
 
     def on_fit_end(self) -> None:
         if self.trainer.is_global_zero:
-            path = self.export_path()
-            self.embedder.save_pretrained(path)
+            path = self.export(self.export_path())
             log.info("saved embedder to %s", path)
+
+    def export(self, path: str | Path) -> Path:
+        """Save the embedder (``save_pretrained``), with the LLM's LoRA weights when it trains them."""
+        if self.llm_config.lora:
+            c = self.llm_config
+            self.embedder.lora = {"r": c.lora_r, "alpha": c.lora_alpha, "dropout": c.lora_dropout,
+                                  "target_modules": list(c.lora_target_modules)}
+            self.embedder.lora_state = trainable_state(self.llm)
+        return self.embedder.save_pretrained(path)
 
     def export_path(self) -> Path:
         if self.export_dir:
             return Path(self.export_dir)
         base = self.trainer.log_dir if self._trainer is not None and self.trainer.log_dir else "."
         return Path(base) / "embedder"
+
+
+def _load_lora(llm, state: dict[str, torch.Tensor]) -> None:
+    """Put an exported embedder's LoRA weights into the freshly wrapped LLM; every tensor must find its place."""
+    expected = trainable_state(llm)
+    unknown = sorted(set(state) - set(expected))
+    missing = sorted(set(expected) - set(state))
+    if unknown or missing or not state:
+        raise CheckpointError(f"the embedder's LoRA weights do not fit this LLM (unknown {unknown[:2]}, "
+                              f"missing {missing[:2]})")
+    llm.load_state_dict(state, strict=False)
 
 
 def _text_dim(datamodule) -> int | None:

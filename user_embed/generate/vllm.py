@@ -39,6 +39,9 @@ def engine(personalizer, max_model_len: int = 4096):
     cached = personalizer._engines.get("vllm")
     if cached is not None:
         return cached
+    if personalizer.module.embedder.lora:
+        raise UserError("this embedder was trained with LoRA on its LLM; the vLLM backend serves the base LLM "
+                        "only, so its answers would differ: use --backend hf")
     vllm = import_vllm()
     dtype = str(personalizer.module.llm.dtype).removeprefix("torch.")
     llm = vllm.LLM(model=personalizer.llm_path, tokenizer=personalizer.llm_path, enable_prompt_embeds=True,
