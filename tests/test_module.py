@@ -261,3 +261,34 @@ def test_lora_weights_travel_with_the_exported_embedder(tiny_llm_dir, tmp_path):
 
     with pytest.raises(CheckpointError, match="LoRA"):
         UserEmbedder.from_pretrained(path)
+
+
+@pytest.mark.parametrize("position", ["after", "before"])
+def test_frozen_prefix_training_gives_the_same_loss_and_gradients(tiny_llm_dir, tmp_path, position):
+    data = make_data(tmp_path / "data")
+    data.setup()
+    torch.manual_seed(0)
+    module = UserEmbedModule(
+        sources=[SourceConfig(kind="sequence", name="ratings", dim=32, heads=2, layers=1, max_len=8, dropout=0.0)],
+        adapter=AdapterConfig(kind="resampler", num_tokens=2, dim=32, layers=1, heads=2, user_dim=16),
+        llm=LLMConfig(name_or_path=str(tiny_llm_dir), soft_position=position),
+        loss=LossConfig(contrastive_weight=0.0)).build(data.spec)
+    module.train()
+    batch = next(iter(data.train_dataloader()))
+    prompt = module.prompt_batch(batch.examples, with_answers=True)
+    soft_at = int(prompt.soft_mask[0].nonzero()[0])
+    question_at = int((prompt.input_ids[0] == prompt.question_ids[0, 0]).nonzero()[0])
+    assert (soft_at > question_at) == (position == "after")  # the slot follows the question only with "after"
+    grads = []
+    for frozen in (False, True):
+        module.zero_grad()
+        loss = module.losses(batch, frozen_prefix=frozen)["loss"]
+        loss.backward()
+        grads.append((loss.detach(), {n: p.grad.clone() for n, p in module.embedder.named_parameters()
+                                      if p.grad is not None}))
+    (full, full_grads), (split, split_grads) = grads
+    torch.testing.assert_close(split, full, atol=1e-5, rtol=1e-5)
+    assert full_grads.keys() == split_grads.keys() and full_grads
+    for name in full_grads:
+        torch.testing.assert_close(split_grads[name], full_grads[name], atol=1e-5, rtol=1e-4)
+    assert module.llm_info["soft_position"] == position

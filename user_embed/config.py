@@ -12,6 +12,7 @@ from user_embed.errors import ConfigError
 
 TRUNCATION_POLICIES = ("recent",)
 ADAPTER_KINDS = ("mlp", "resampler", "pplug")
+SOFT_POSITIONS = ("before", "after")
 
 
 def _positive(owner: str, **values: float) -> None:
@@ -124,6 +125,10 @@ class LLMConfig:
     """``default`` (offline SmolLM2-135M-Instruct), an HF model id, or a local HF folder."""
     revision: str | None = None
     """Model revision (branch, tag or commit) for HF ids."""
+    soft_position: str = "before"
+    """Where the soft prompt sits in the user message: ``before`` the question ("User profile: <soft>\\n<question>")
+    or ``after`` it ("<question>\\nUser profile: <soft>"). With ``after`` (and no LoRA) training runs the question
+    without gradients (a KV cache) and back-propagates only through the soft tokens and the answer: faster steps."""
     system_prompt: str | None = ""
     """System message; "" sends an explicit empty one (no template default), None uses the template's default."""
     lora: bool = False
@@ -141,6 +146,8 @@ class LLMConfig:
 
     def __post_init__(self) -> None:
         _positive("llm", lora_r=self.lora_r, lora_alpha=self.lora_alpha)
+        if self.soft_position not in SOFT_POSITIONS:
+            raise ConfigError(f"llm.soft_position must be one of {SOFT_POSITIONS}, got {self.soft_position!r}")
 
 
 @dataclass

@@ -21,7 +21,8 @@ from user_embed.data.collate import Example, UserBatch
 from user_embed.embedder import UserEmbedder
 from user_embed.encoders.registry import get_encoder_builder
 from user_embed.errors import CheckpointError, ConfigError
-from user_embed.eval.choice import pick, prefill_shared_prefix, score_options, shared_prefix_length
+from user_embed.eval.choice import (cache_kwargs, output_cache, pick, prefill_shared_prefix, score_options,
+                                    shared_prefix_length)
 from user_embed.llm.load import load_llm, trainable_state
 from user_embed.llm.prompt import PromptBuilder, PromptIds
 from user_embed.llm.soft_prompt import IGNORE_INDEX, PromptBatch, collate_prompts, mean_question_embedding, splice_soft_prompt
@@ -87,7 +88,8 @@ class UserEmbedModule(L.LightningModule):
                 f"lora_{key}": value for key, value in embedder.lora.items()})
         loaded = load_llm(self.llm_config)
         self.llm, self.tokenizer, self.llm_info = loaded.model, loaded.tokenizer, loaded.info
-        self.prompts = PromptBuilder(self.tokenizer, self.llm_config.system_prompt)
+        self.prompts = PromptBuilder(self.tokenizer, self.llm_config.system_prompt,
+                                     soft_position=self.llm_config.soft_position)
         for source in self.source_configs:
             if source.kind in ("text", "text_events") and source.text_encoder not in spec.item_vectors and source.text_encoder not in spec.text_dims:
                 raise ConfigError(f"source '{source.name}' uses text encoder '{source.text_encoder}', but the data "
@@ -151,21 +153,58 @@ class UserEmbedModule(L.LightningModule):
         out = self.embedder(batch.inputs, question, **words)  # soft_prompt: (B, K, d_llm)
         return splice_soft_prompt(embeds, prompt.soft_mask, out.soft_prompt), out
 
-    def losses(self, batch: UserBatch) -> dict[str, torch.Tensor]:
-        # Left padding puts every answer at the end, so logits are needed only for the last `keep` positions.
-        prompt = self.prompt_batch(batch.examples, with_answers=True, padding_side="left")
-        embeds, out = self.inputs_embeds(batch, prompt)
-        answer_rows = (prompt.labels != IGNORE_INDEX).any(0)  # (T,)
-        keep = int(prompt.labels.shape[1] - answer_rows.nonzero()[0, 0]) + 1 if answer_rows.any() else prompt.labels.shape[1]
-        logits = self.llm(inputs_embeds=embeds, attention_mask=prompt.attention_mask,
-                          position_ids=prompt.position_ids, logits_to_keep=keep).logits  # (B, keep, V)
-        losses = {"qa_loss": answer_loss(logits, prompt.labels[:, -logits.shape[1]:])}
+    def losses(self, batch: UserBatch, frozen_prefix: bool | None = None) -> dict[str, torch.Tensor]:
+        """qa_loss (+ contrastive_loss) and their weighted sum ``loss``.
+
+        ``frozen_prefix`` (default: when the soft prompt sits after the question and no LoRA trains) runs the
+        tokens before the soft slot without gradients and continues from their KV cache: same loss, less backward.
+        """
+        if frozen_prefix is None:
+            frozen_prefix = self.llm_config.soft_position == "after" and not self.llm_config.lora
+        if frozen_prefix:
+            logits, labels, out = self._answer_logits_after_frozen_prefix(batch)
+        else:
+            logits, labels, out = self._answer_logits(batch)
+        losses = {"qa_loss": answer_loss(logits, labels)}
         total = losses["qa_loss"]
         if self.contrastive is not None and batch.text_vectors is not None:
             losses["contrastive_loss"] = self.contrastive(out.user_vector, batch.text_vectors, batch.user_index)
             total = total + self.loss_config.contrastive_weight * losses["contrastive_loss"]
         losses["loss"] = total
         return losses
+
+    def _answer_logits(self, batch: UserBatch):
+        """One forward over whole prompts: (B, keep, V) logits, their (B, keep) labels, the adapter output."""
+        # Left padding puts every answer at the end, so logits are needed only for the last `keep` positions.
+        prompt = self.prompt_batch(batch.examples, with_answers=True, padding_side="left")
+        embeds, out = self.inputs_embeds(batch, prompt)
+        answer_rows = (prompt.labels != IGNORE_INDEX).any(0)  # (T,)
+        length = prompt.labels.shape[1]
+        keep = int(length - answer_rows.nonzero()[0, 0]) + 1 if answer_rows.any() else length
+        logits = self.llm(inputs_embeds=embeds, attention_mask=prompt.attention_mask,
+                          position_ids=prompt.position_ids, logits_to_keep=keep).logits  # (B, keep, V)
+        return logits, prompt.labels[:, -logits.shape[1]:], out
+
+    def _answer_logits_after_frozen_prefix(self, batch: UserBatch):
+        """The tokens before the soft slot (left-padded) run once without gradients; the rest — soft tokens,
+        what follows, the answer (right-padded) — continues from their KV cache with gradients."""
+        k = self.embedder.num_tokens
+        prompts = [self.prompts.build(ex.question, ex.answer, num_soft=k) for ex in batch.examples]
+        heads = [PromptIds(ids=p.ids[: p.soft_start]) for p in prompts]
+        tails = [PromptIds(ids=p.ids[p.soft_start:], soft_start=0, num_soft=k,
+                           answer_start=p.answer_start - p.soft_start, question_ids=p.question_ids) for p in prompts]
+        pad = self.tokenizer.pad_token_id
+        head = collate_prompts(heads, pad, "left").to(self.device)  # (B, H)
+        tail = collate_prompts(tails, pad, "right").to(self.device)  # (B, T)
+        with torch.no_grad():
+            cache = output_cache(self.llm(input_ids=head.input_ids, attention_mask=head.attention_mask,
+                                          position_ids=head.position_ids, use_cache=True, logits_to_keep=1))
+        embeds, out = self.inputs_embeds(batch, tail)  # (B, T, d_llm), soft tokens first
+        mask = torch.cat([head.attention_mask, tail.attention_mask], 1)  # (B, H + T)
+        positions = tail.position_ids + head.attention_mask.sum(1, keepdim=True)  # continue after each row's head
+        logits = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True,
+                          **cache_kwargs(self.llm, cache)).logits  # (B, T, V)
+        return logits, tail.labels, out
 
     @torch.no_grad()
     def answer_choices(self, batch: UserBatch, method: str = "soft", contexts: list[str] | None = None,

@@ -142,7 +142,8 @@ class Personalizer:
         folder = compat_llm_folder(real)  # the same folder, readable by the older transformers vLLM brings
         module = UserEmbedModule(sources=embedder.source_configs, adapter=embedder.adapter_config,
                                  llm=LLMConfig(name_or_path=folder, revision=recorded.get("revision"),
-                                               system_prompt=system_prompt),
+                                               system_prompt=system_prompt,
+                                               soft_position=recorded.get("soft_position", "before")),
                                  loss=LossConfig(contrastive_weight=0.0))
         module.build(embedder.spec, embedder=embedder)  # refuses another hidden size
         loaded = dict(module.llm_info, resolved=real)

@@ -88,6 +88,7 @@ def load_llm(config: LLMConfig | None = None, dtype: torch.dtype = torch.float32
         "hidden_size": int(embed.shape[1]),
         "embed_rms": float(embed.detach().float().pow(2).mean().sqrt()),
         "system_prompt": config.system_prompt,  # the prompt format the embedder is trained with
+        "soft_position": config.soft_position,
     }
     return LoadedLLM(model=model, tokenizer=tokenizer, name_or_path=str(path), info=info)
 

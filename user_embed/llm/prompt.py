@@ -1,9 +1,9 @@
 """Chat prompts with a slot for the soft prompt, tokenised once per part.
 
-The user message is ``[<soft slot>\\n][<context>\\n]<question>``; the chat template is
-rendered with a placeholder at the slot and split there, so the K soft vectors sit inside
-the template exactly where text would. Training, evaluation and generation all build
-prompts here, so placement is always the same.
+The user message is ``[<soft slot>\\n][<context>\\n]<question>``, or ``<question>\\n<soft slot>`` with
+``soft_position="after"``; the chat template is rendered with a placeholder at the slot and split
+there, so the K soft vectors sit inside the template exactly where text would. Training,
+evaluation and generation all build prompts here, so placement is always the same.
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ class PromptIds:
 class PromptBuilder:
     """Builds :class:`PromptIds` for questions with or without a soft slot / text context."""
 
-    def __init__(self, tokenizer, system_prompt: str | None = "", user_label: str = "User profile:"):
+    def __init__(self, tokenizer, system_prompt: str | None = "", user_label: str = "User profile:",
+                 soft_position: str = "before"):
         self.tokenizer = tokenizer
+        self.soft_position = soft_position
         self.system_prompt = system_prompt
         self.user_label = user_label
         self.end_ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
@@ -56,11 +58,14 @@ class PromptBuilder:
               dummy_id: int | None = None) -> PromptIds:
         """Prompt ids; ``num_soft`` > 0 reserves that many positions (filled by the soft prompt)."""
         parts = []
-        if num_soft:
-            parts.append(f"{self.user_label} {PLACEHOLDER}")
+        slot = f"{self.user_label} {PLACEHOLDER}" if num_soft else None
+        if slot and self.soft_position == "before":
+            parts.append(slot)
         if context:
             parts.append(context)
         parts.append(question)
+        if slot and self.soft_position == "after":
+            parts.append(slot)
         text = self._render("\n".join(parts))
         bos = [self.tokenizer.bos_token_id] if self._needs_bos(text) else []
         dummy = self.tokenizer.pad_token_id if dummy_id is None else dummy_id
