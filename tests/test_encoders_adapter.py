@@ -285,7 +285,8 @@ def test_pplug_adapter_one_question_weighted_user_token_and_one_shared_instructi
         AdapterConfig(kind="pplug", num_tokens=8)
 
 
-def test_category_pointer_adds_a_mix_of_category_names_picked_by_statistics(spec):
+def pointer_setup(spec: DataSpec):
+    """A resampler with a category pointer, its category keys over names a, b, c, and two users' inputs."""
     from user_embed.named_categories import CategoryPointerKeys
 
     config = AdapterConfig(kind="resampler", num_tokens=2, dim=32, layers=1, heads=2, user_dim=24,
@@ -295,9 +296,12 @@ def test_category_pointer_adds_a_mix_of_category_names_picked_by_statistics(spec
     keys = CategoryPointerKeys(spec.num_categories, D_LLM, max_len=12, dim=32).eval()
     names = torch.randn(3, D_LLM) * RMS
     keys.set_names(names)
-    inputs = make_inputs(["long", "short"], 8)
-    sources = _sources(spec, ["long", "short"])
     question = torch.randn(2, D_LLM) * RMS
+    return adapter, keys, names, make_inputs(["long", "short"], 8), _sources(spec, ["long", "short"]), question
+
+
+def test_category_pointer_adds_a_mix_of_category_names_picked_by_statistics(spec):
+    adapter, keys, names, inputs, sources, question = pointer_setup(spec)
     pointer = keys(inputs)
     assert pointer.mentions.shape == (2, 0) and pointer.allowed().all()  # no mentions: point anywhere
     out = adapter(sources, question, pointer=pointer)
@@ -329,18 +333,7 @@ def test_category_mentions_are_whole_words_in_first_mention_order():
 
 
 def test_the_pointer_points_only_at_named_categories_and_their_keys_reach_the_resampler(spec):
-    from user_embed.named_categories import CategoryPointerKeys
-
-    config = AdapterConfig(kind="resampler", num_tokens=2, dim=32, layers=1, heads=2, user_dim=24,
-                           category_pointer=True)
-    torch.manual_seed(2)
-    adapter = Adapter.from_config(config, {"sequence": 16, "text": 16, "tabular": 16}, D_LLM, RMS).eval()
-    keys = CategoryPointerKeys(spec.num_categories, D_LLM, max_len=12, dim=32).eval()
-    names = torch.randn(3, D_LLM) * RMS
-    keys.set_names(names)
-    inputs = make_inputs(["long", "short"], 8)
-    sources = _sources(spec, ["long", "short"])
-    question = torch.randn(2, D_LLM) * RMS
+    adapter, keys, names, inputs, sources, question = pointer_setup(spec)
     named = keys(inputs, torch.tensor([[2, 0], [3, 1]]))  # user 0's question names b; user 1's names c and a
     assert named.allowed().tolist() == [[False, True, False], [True, False, True]]
     with torch.no_grad():

@@ -224,15 +224,19 @@ def test_the_system_prompt_is_recorded_with_the_llm(tiny_llm_dir):
     assert load_llm(LLMConfig(name_or_path=str(tiny_llm_dir))).info["system_prompt"] == ""
 
 
+def sequence_module(data: UserDataModule, llm: LLMConfig) -> UserEmbedModule:
+    """A one-source (rating sequence) module on the genre data with the given LLM settings, built."""
+    torch.manual_seed(0)
+    return UserEmbedModule(
+        sources=[SourceConfig(kind="sequence", name="ratings", dim=32, heads=2, layers=1, max_len=8, dropout=0.0)],
+        adapter=AdapterConfig(kind="resampler", num_tokens=2, dim=32, layers=1, heads=2, user_dim=16),
+        llm=llm, loss=LossConfig(contrastive_weight=0.0)).build(data.spec)
+
+
 def test_lora_weights_travel_with_the_exported_embedder(tiny_llm_dir, tmp_path):
     data = make_data(tmp_path / "data")
     data.setup()
-    torch.manual_seed(0)
-    module = UserEmbedModule(
-        sources=[SourceConfig(kind="sequence", name="ratings", dim=32, heads=2, layers=1, max_len=8, dropout=0.0)],
-        adapter=AdapterConfig(kind="resampler", num_tokens=2, dim=32, layers=1, heads=2, user_dim=16),
-        llm=LLMConfig(name_or_path=str(tiny_llm_dir), lora=True, lora_r=4, lora_dropout=0.0),
-        loss=LossConfig(contrastive_weight=0.0)).build(data.spec)
+    module = sequence_module(data, LLMConfig(name_or_path=str(tiny_llm_dir), lora=True, lora_r=4, lora_dropout=0.0))
     with torch.no_grad():  # as if trained: LoRA's B matrices start at zero, which would hide a lost adapter
         for name, parameter in module.llm.named_parameters():
             if "lora_B" in name:
@@ -267,12 +271,7 @@ def test_lora_weights_travel_with_the_exported_embedder(tiny_llm_dir, tmp_path):
 def test_frozen_prefix_training_gives_the_same_loss_and_gradients(tiny_llm_dir, tmp_path, position):
     data = make_data(tmp_path / "data")
     data.setup()
-    torch.manual_seed(0)
-    module = UserEmbedModule(
-        sources=[SourceConfig(kind="sequence", name="ratings", dim=32, heads=2, layers=1, max_len=8, dropout=0.0)],
-        adapter=AdapterConfig(kind="resampler", num_tokens=2, dim=32, layers=1, heads=2, user_dim=16),
-        llm=LLMConfig(name_or_path=str(tiny_llm_dir), soft_position=position),
-        loss=LossConfig(contrastive_weight=0.0)).build(data.spec)
+    module = sequence_module(data, LLMConfig(name_or_path=str(tiny_llm_dir), soft_position=position))
     module.train()
     batch = next(iter(data.train_dataloader()))
     prompt = module.prompt_batch(batch.examples, with_answers=True)
