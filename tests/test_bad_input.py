@@ -504,6 +504,24 @@ def mistyped_value(root, w):
 
 
 @case("config")
+def pplug_adapter_with_eight_tokens(root, w):
+    return fit(w, root, lambda c: c["model"]["adapter"].update(kind="pplug", num_tokens=8)), \
+        ["pplug", "num_tokens: 2"], [root / "runs"]
+
+
+@case("config")
+def unknown_soft_position(root, w):
+    return fit(w, root, lambda c: c["model"]["llm"].update(soft_position="middle")), \
+        ["llm.soft_position", "'middle'"], [root / "runs"]
+
+
+@case("config")
+def category_pointer_on_an_mlp_adapter(root, w):
+    return fit(w, root, lambda c: c["model"]["adapter"].update(kind="mlp", category_pointer=True)), \
+        ["category_pointer", "resampler"], [root / "runs"]
+
+
+@case("config")
 def data_dir_does_not_exist(root, w):
     return fit(w, root, lambda c: c["data"].update(data_dir=str(root / "nowhere"))), ["data.data_dir", "nowhere"], \
         [root / "runs" / "embedder"]
