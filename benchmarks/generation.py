@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batches", type=int, default=3, help="batches timed at batch size 1 (1 at larger sizes)")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3, help="timings are medians of this many runs")
+    parser.add_argument("--ignore-eos", action="store_true",
+                        help="every answer runs to --max-new-tokens (a trained embedder's answers can be 2 tokens long)")
     parser.add_argument("--history-events", type=int, default=50)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None,
@@ -85,7 +87,7 @@ def history_texts(data_dir: Path, user_ids: list[str], events: int) -> dict[str,
 
 
 def time_method(personalizer, method: str, requests: list, contexts: dict[str, str], batch_size: int,
-                batches: int, max_new_tokens: int, repeats: int = 3) -> dict:
+                batches: int, max_new_tokens: int, repeats: int = 3, ignore_eos: bool = False) -> dict:
     """Prompt tokens, TTFT (a 1-token run), output tokens/s and total time over ``batches`` batches.
 
     Each timing is the median of ``repeats`` runs (one run where a run takes over a minute).
@@ -102,7 +104,8 @@ def time_method(personalizer, method: str, requests: list, contexts: dict[str, s
             prompts = personalizer.embed(chunk)
         else:
             prompts = personalizer.text_embeds([r.question for r in chunk], [contexts[r.user_id] for r in chunk])
-        raw = backend.generate_tokens(personalizer, prompts, SamplingConfig(max_new_tokens=tokens))
+        raw = backend.generate_tokens(personalizer, prompts,
+                                      SamplingConfig(max_new_tokens=tokens, ignore_eos=ignore_eos and tokens > 1))
         seconds = time.perf_counter() - start
         return seconds, prompts.lengths, [personalizer.decode(r, [])[1] for r in raw]
 
@@ -156,7 +159,7 @@ def measure(args: argparse.Namespace, methods: list[str]) -> dict:
             batches = args.batches if size == 1 else 1
             print(f"  {method} batch {size} …", file=sys.stderr, flush=True)
             entry[f"b{size}"] = time_method(personalizer, method, requests, contexts, size, batches,
-                                            args.max_new_tokens, args.repeats)
+                                            args.max_new_tokens, args.repeats, args.ignore_eos)
         results[method] = entry
     return results
 
@@ -172,7 +175,7 @@ def measure_in_vllm_env(args: argparse.Namespace) -> dict:
         command = [str(python), __file__, "--partial", "--methods", "soft_vllm", "--out", str(out),
                    "--checkpoint", args.checkpoint, "--data", args.data, "--batches", str(args.batches),
                    "--max-new-tokens", str(args.max_new_tokens), "--device", args.device,
-                   "--repeats", str(args.repeats),
+                   "--repeats", str(args.repeats), *(["--ignore-eos"] if args.ignore_eos else []),
                    *(["--threads", str(args.threads)] if args.threads else []),
                    "--batch-sizes", *map(str, args.batch_sizes)]
         env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE=os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
@@ -283,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     _compare_tokens(methods)
     result = {"checkpoint": args.checkpoint, "data": args.data, "max_new_tokens": args.max_new_tokens,
               "repeats": args.repeats,
-              "history_events": args.history_events, "decoding": "greedy, float32", "machine": machine(args.device),
+              "history_events": args.history_events,
+              "decoding": "greedy, float32" + (", fixed length (end tokens ignored)" if args.ignore_eos else ""),
+              "machine": machine(args.device),
               "methods": methods, "ratios": ratios(methods)}
     result["targets"] = {k: {"target": v, "measured": result["ratios"].get(k),
                              "met": result["ratios"].get(k) is not None and result["ratios"][k] >= v}

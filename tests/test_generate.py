@@ -83,6 +83,17 @@ def test_batched_left_padded_equals_one_by_one(personalizer):
     assert all(r.error is None and r.output_tokens == len(r.token_ids) > 0 for r in batched)
 
 
+def test_ignore_eos_generates_exactly_max_new_tokens(personalizer):
+    from user_embed.generate import Request, SamplingConfig, generate
+
+    requests = [Request(f"u{i}", q) for i, q in enumerate(QUESTIONS)]
+    results = generate(personalizer, requests, sampling=SamplingConfig(max_new_tokens=7, ignore_eos=True), batch_size=3)
+    assert [r.output_tokens for r in results] == [7, 7, 7]
+    free = generate(personalizer, requests, sampling=SamplingConfig(max_new_tokens=7), batch_size=3)
+    for fixed, short in zip(results, free):  # greedy: the free answer is a prefix of the fixed-length one
+        assert fixed.token_ids[: len(short.token_ids)] == short.token_ids
+
+
 def test_kv_cache_generation_matches_full_forward_greedy(personalizer):
     """generate (KV cache, positions from the mask) == argmax over a full forward of the growing sequence."""
     from user_embed.generate import Request, SamplingConfig, generate

@@ -44,6 +44,11 @@ def test_greedy_vllm_equals_hf_token_for_token(personalizer):
     assert [r.token_ids for r in vllm] == [r.token_ids for r in hf]
     assert [r.answer for r in vllm] == [r.answer for r in hf]
     assert [r.prompt_tokens for r in vllm] == [r.prompt_tokens for r in hf]
+    fixed = SamplingConfig(max_new_tokens=16, ignore_eos=True)  # the throughput benchmark's setting
+    hf_fixed = generate(personalizer, requests, backend="hf", sampling=fixed, batch_size=6)
+    vllm_fixed = generate(personalizer, requests, backend="vllm", sampling=fixed, batch_size=6)
+    assert [r.output_tokens for r in hf_fixed] == [r.output_tokens for r in vllm_fixed] == [16] * 6
+    assert [r.token_ids for r in vllm_fixed] == [r.token_ids for r in hf_fixed]
 
 
 def test_vllm_stop_strings_sampling_and_bad_rows(personalizer):

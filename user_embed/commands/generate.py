@@ -39,6 +39,8 @@ def build_parser(command: str = "generate") -> argparse.ArgumentParser:
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop string (repeatable)")
+    parser.add_argument("--ignore-eos", action="store_true",
+                        help="generate exactly --max-new-tokens per answer (end tokens do not stop it)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--json", action="store_true",
                         help="one-question mode: print the JSON row, not just the answer")
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None, command: str = "generate") -> int:
     hf_logging.disable_progress_bar()  # keep stderr to our progress bar and one-line errors
 
     sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                              seed=args.seed, stop=args.stop)
+                              seed=args.seed, stop=args.stop, ignore_eos=args.ignore_eos)
     if args.backend == "vllm":
         from user_embed.generate.vllm import import_vllm
 

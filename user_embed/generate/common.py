@@ -66,6 +66,8 @@ class SamplingConfig:
     """Random seed for sampling."""
     stop: list[str] = field(default_factory=list)
     """Strings that end an answer (not included in it)."""
+    ignore_eos: bool = False
+    """Generate exactly ``max_new_tokens``: end-of-answer tokens do not stop (throughput benchmarks)."""
 
     def __post_init__(self) -> None:
         if self.max_new_tokens <= 0:

@@ -25,6 +25,8 @@ def generation_config(personalizer, sampling: SamplingConfig):
                "bos_token_id": tokenizer.bos_token_id}
     if not sampling.greedy:
         options.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+    if sampling.ignore_eos:  # end tokens are suppressed until max_new_tokens
+        options.update(min_new_tokens=sampling.max_new_tokens)
     return GenerationConfig(**options)
 
 
