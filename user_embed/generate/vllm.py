@@ -56,8 +56,8 @@ def sampling_params(personalizer, sampling: SamplingConfig):
     vllm = import_vllm()
     options = {"max_tokens": sampling.max_new_tokens, "seed": sampling.seed, "stop": list(sampling.stop) or None,
                "stop_token_ids": personalizer.eos_ids, "skip_special_tokens": True}
-    if sampling.ignore_eos:  # as HF's min_new_tokens: end and stop tokens are suppressed until max_tokens
-        options.update(min_tokens=sampling.max_new_tokens, ignore_eos=True)
+    if sampling.ignore_eos:  # as HF's min_new_tokens: the end tokens (stop_token_ids) are masked until max_tokens
+        options.update(min_tokens=sampling.max_new_tokens)
     if sampling.greedy:
         options.update(temperature=0.0)
     else:
