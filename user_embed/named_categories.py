@@ -8,11 +8,9 @@ user's history (``category_features``: shares over recency windows, older/newer 
 extra soft tokens the LLM reads by name.
 
 The adapter's K tokens must learn, from scratch, how to say "Drama" in the LLM's embedding space.
-Named tokens skip that: token_c = the frozen LLM's own embedding of category c's name (mean over
-its sub-word tokens) + a learned shift computed from c's statistics in the user's history (shares
-over recency windows, older/newer half, mean value: ``category_features``). The LLM can then match
-a genre named in the question or among the options to the genre's token with its pretrained
-attention, and only the shift (how much, how recently, how liked) has to be learned.
+Named tokens skip that: token_c = c's name embedding + a learned shift computed from c's statistics.
+The LLM can then match a genre named in the question or among the options to the genre's token with
+its pretrained attention, and only the shift (how much, how recently, how liked) has to be learned.
 
 A user gets the ``top`` categories with the most events in the read history, most frequent first
 (ties: vocabulary order), so the prompt grows by a fixed ``top`` tokens whatever the catalogue size.
