@@ -176,17 +176,18 @@ def model_card(config: dict) -> str:
     llm = config["llm"]
     sources = ", ".join(f"`{s['name']}` ({s['kind']}, d={s['dim']})" for s in config["sources"])
     adapter = config["adapter"]
+    named = f" + {adapter['named_categories']} named category tokens" if adapter.get("named_categories") else ""
+    lora = f"r = {config['lora']['r']}, weights in {LORA_NAME}" if config.get("lora") else "no"
     lines = [
         "# User embedder (user_embed)",
         "",
         f"- Frozen LLM: `{llm.get('origin') or llm['name_or_path']}` (revision: {llm.get('revision') or 'n/a'}, "
         f"hidden size {llm['hidden_size']})",
         f"- Sources: {sources}",
-        f"- Adapter: `{adapter['kind']}`, K = {adapter['num_tokens']} soft tokens"
-        f"{' + ' + str(adapter['named_categories']) + ' named category tokens' if adapter.get('named_categories') else ''}, "
+        f"- Adapter: `{adapter['kind']}`, K = {adapter['num_tokens']} soft tokens{named}, "
         f"instruction-aware: {adapter['instruction_aware']}",
         f"- Items in vocabulary: {len(config['spec']['item_ids'])}",
-        f"- LoRA on the LLM: {'r = ' + str(config['lora']['r']) + ', weights in ' + LORA_NAME if config.get('lora') else 'no'}",
+        f"- LoRA on the LLM: {lora}",
         "",
         "## Evaluation",
     ]

@@ -67,6 +67,7 @@ def main(argv: list[str], command: str = "evaluate") -> int:
     import torch
 
     from user_embed.config import LLMConfig
+    from user_embed.llm.load import recorded_prompt_format
     from user_embed.data.datamodule import UserDataModule
     from user_embed.embedder import UserEmbedder
     from user_embed.eval.embed_users import embed_users
@@ -89,9 +90,7 @@ def main(argv: list[str], command: str = "evaluate") -> int:
         return _uqabench(args, methods, data.examples.get(args.split) or [], out)
     lamp_task = lamp_task_of(data.examples.get(args.split) or []) if args.benchmark == "lamp" else None
     llm_name = args.llm or embedder.llm_info.get("name_or_path", "default")
-    recorded = embedder.llm_info  # the prompt format it was trained with
-    llm = LLMConfig(name_or_path=llm_name, system_prompt=recorded.get("system_prompt", ""),
-                    soft_position=recorded.get("soft_position", "before"))
+    llm = LLMConfig(name_or_path=llm_name, **recorded_prompt_format(embedder.llm_info))  # as trained
     module = UserEmbedModule(embedder.source_configs, embedder.adapter_config, llm)
     module.build(embedder.spec, embedder=embedder)
     metrics = evaluate_userqa(module, data, methods, args.split, args.history_events, progress=not args.no_progress)

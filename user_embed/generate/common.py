@@ -114,6 +114,7 @@ class Personalizer:
             system_prompt: system message; default: the one recorded in the checkpoint, else "" (training default).
         """
         from user_embed.config import LLMConfig, LossConfig
+        from user_embed.llm.load import recorded_prompt_format
         from user_embed.data.datamodule import UserDataModule
         from user_embed.embedder import UserEmbedder
         from user_embed.module import UserEmbedModule
@@ -124,8 +125,9 @@ class Personalizer:
         embedder = UserEmbedder.from_pretrained(self.checkpoint)
         recorded = embedder.llm_info
         requested = _requested_llm(llm, recorded)
-        if system_prompt is None:
-            system_prompt = recorded.get("system_prompt", "")
+        prompt_format = recorded_prompt_format(recorded)
+        if system_prompt is not None:
+            prompt_format["system_prompt"] = system_prompt
         self.data_dir = Path(data_dir)
         if not self.data_dir.is_dir():
             raise UserError(f"--data {self.data_dir}: no such data folder (build it with `user-embed prepare …`)")
@@ -143,9 +145,7 @@ class Personalizer:
         real = resolve_model(requested, "llm")
         folder = compat_llm_folder(real)  # the same folder, readable by the older transformers vLLM brings
         module = UserEmbedModule(sources=embedder.source_configs, adapter=embedder.adapter_config,
-                                 llm=LLMConfig(name_or_path=folder, revision=recorded.get("revision"),
-                                               system_prompt=system_prompt,
-                                               soft_position=recorded.get("soft_position", "before")),
+                                 llm=LLMConfig(name_or_path=folder, revision=recorded.get("revision"), **prompt_format),
                                  loss=LossConfig(contrastive_weight=0.0))
         module.build(embedder.spec, embedder=embedder)  # refuses another hidden size
         loaded = dict(module.llm_info, resolved=real)

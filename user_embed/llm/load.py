@@ -27,7 +27,7 @@ class LoadedLLM:
     model: nn.Module
     tokenizer: object
     name_or_path: str  # as resolved (local folder or HF id)
-    info: dict  # recorded in embedder checkpoints: name_or_path, origin, revision, hidden_size, embed_rms, system_prompt
+    info: dict  # recorded in embedder checkpoints: name_or_path, origin, revision, hidden_size, embed_rms, prompt format
 
 
 def _origin(path: str) -> str | None:
@@ -91,6 +91,12 @@ def load_llm(config: LLMConfig | None = None, dtype: torch.dtype = torch.float32
         "soft_position": config.soft_position,
     }
     return LoadedLLM(model=model, tokenizer=tokenizer, name_or_path=str(path), info=info)
+
+
+def recorded_prompt_format(info: dict) -> dict:
+    """The prompt settings an embedder was trained with, from its recorded LLM info, as LLMConfig fields
+    (embedders saved before they were recorded get the defaults they were trained with)."""
+    return {"system_prompt": info.get("system_prompt", ""), "soft_position": info.get("soft_position", "before")}
 
 
 def freeze(model: nn.Module) -> nn.Module:
