@@ -4,7 +4,7 @@ Run from the repository root (each mode updates its own section of the JSON)::
 
     nice .venv/bin/python benchmarks/encoders.py speed              # fwd+bwd sequences/s at lengths 50 and 200
     nice .venv/bin/python benchmarks/encoders.py compare --epochs 3  # pre-train every encoder on ML-100k + scaling
-    nice .venv/bin/python benchmarks/encoders.py align --steps 30    # optional: short align + UserQA per family
+    nice .venv/bin/python benchmarks/encoders.py align --steps 40    # optional: short align + UserQA per family and vs size
     .venv/bin/python benchmarks/encoders.py plot                     # redraw the PNG from the JSON
 
 ``speed``: for each encoder (``sequence`` baseline first) and length, a batch of full-length
@@ -20,9 +20,12 @@ use bf16 autocast and report peak allocated memory.
 depths and maximum lengths; test Recall@k / NDCG@k, parameters, training throughput, and the
 most-popular baseline go to the JSON, and ``benchmarks/results/encoder_scaling.png`` is drawn.
 
-``align``: for each encoder with a pre-trained checkpoint, ``user-embed fit --config
-configs/align_<kind>.yaml --trainer.max_steps N`` then ``user-embed evaluate`` (soft prompt
-only) for UserQA accuracy per family. Expensive on CPU (≈ 6 s per step with SmolLM2).
+``align``: for each encoder with a pre-trained checkpoint, ``user-embed fit`` on
+``configs/align_<kind>.yaml`` (N steps, run folder ``runs/align_<kind>``) then ``user-embed
+evaluate`` (soft prompt only) for UserQA accuracy per family; the question-only baseline once on the
+same seeded questions; then the same for every SASRec scaling point of ``compare``
+(``runs/align_scaling/<name>``), and the plot gains a row of UserQA accuracy against size.
+Expensive on CPU (≈ 5 s per step with SmolLM2).
 """
 
 from __future__ import annotations
@@ -196,33 +199,100 @@ def compare(args) -> tuple[dict, dict]:
 
 
 # ---- align (optional) -------------------------------------------------------------------------------------
-def align(args) -> dict:
+def _align_config(kind: str, run: Path, steps: int, source_overrides: dict | None = None) -> Path:
+    """``configs/align_<kind>.yaml`` with its run folder moved to ``run``, ``steps`` training steps and the
+    sequence source's fields overridden (e.g. a scaling point's dim and checkpoint); written to run/config.yaml."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "configs" / f"align_{kind}.yaml").read_text())
+    config["trainer"]["max_steps"] = steps
+    config["trainer"]["default_root_dir"] = str(run)
+    for logger in config["trainer"].get("logger") or []:
+        logger["init_args"]["save_dir"] = str(run)
+    config["model"]["export_dir"] = str(run / "embedder")
+    source = config["model"]["sources"][0]
+    source.update(source_overrides or {})
+    config["data"]["max_history"] = max(config["data"]["max_history"], source["max_len"])  # let max_len 200 read 200
+    run.mkdir(parents=True, exist_ok=True)
+    path = run / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def _evaluate(embedder: Path, out: Path, methods: str, max_per_task: int) -> dict | str:
     from user_embed.cli import main
 
-    out: dict = {"steps": args.steps, "max_per_task": args.max_per_task, "results": {}}
+    code = main(["evaluate", "--checkpoint", str(embedder), "--data", str(ROOT / "data" / "ml-100k"),
+                 "--methods", methods, "--max-per-task", str(max_per_task), "--out", str(out), "--no-progress"])
+    if code != 0:
+        return f"evaluate failed (exit {code})"
+    metrics = json.loads((out / "metrics.json").read_text())
+    return {"questions": metrics["questions"], **{m: metrics["accuracy"][m] for m in methods.split(",")}}
+
+
+def _align_one(name: str, kind: str, encoder: Path, run: Path, args, overrides: dict | None = None) -> dict | str:
+    """Stage 2 (fit the adapter on the frozen pre-trained encoder) + stage 3 (UserQA, soft prompt only)."""
+    from user_embed.cli import main
+
+    if not (encoder / "encoder.safetensors").is_file():
+        return "not run (no pre-trained checkpoint)"
+    started = time.perf_counter()
+    config = _align_config(kind, run, args.steps, {**(overrides or {}), "checkpoint": str(encoder)})
+    code = main(["fit", "--config", str(config)])
+    if code != 0:
+        return f"fit failed (exit {code})"
+    train_seconds = time.perf_counter() - started
+    result = _evaluate(run / "embedder", run / "eval", "soft", args.max_per_task)
+    if isinstance(result, str):
+        return result
+    row = {"questions": result["questions"], **result["soft"], "train_seconds": round(train_seconds, 1),
+           "wall_seconds": round(time.perf_counter() - started, 1)}
+    print(f"align {name}: {row}", flush=True)
+    return row
+
+
+def align(args) -> dict:
+    """Every encoder through stages 2 and 3, the question-only baseline on the same questions, and (unless
+    --skip-scaling) the SASRec scaling points of ``compare``, so accuracy can be read against size."""
+    runs = ROOT / "runs"
+    out: dict = {"steps": args.steps, "max_per_task": args.max_per_task, "results": {}, "scaling": []}
     for kind in args.kinds:
-        if not (ROOT / "runs" / f"pretrain_{kind}" / "encoder" / "encoder.safetensors").is_file():
-            out["results"][kind] = "not run (no pre-trained checkpoint)"
-            continue
-        started = time.perf_counter()
-        code = main(["fit", "--config", str(ROOT / "configs" / f"align_{kind}.yaml"), "--trainer.max_steps", str(args.steps)])
-        embedder = ROOT / "runs" / f"align_{kind}" / "embedder"
-        eval_dir = ROOT / "runs" / f"align_{kind}" / "eval"
-        if code == 0:
-            code = main(["evaluate", "--checkpoint", str(embedder), "--data", str(ROOT / "data" / "ml-100k"),
-                         "--methods", "soft", "--max-per-task", str(args.max_per_task), "--out", str(eval_dir),
-                         "--no-progress"])
-        if code != 0:
-            out["results"][kind] = f"failed (exit {code})"
-            continue
-        accuracy = json.loads((eval_dir / "metrics.json").read_text())["accuracy"]["soft"]
-        out["results"][kind] = {**accuracy, "wall_seconds": round(time.perf_counter() - started, 1)}
-        print(f"align {kind}: {out['results'][kind]}", flush=True)
+        out["results"][kind] = _align_one(kind, kind, runs / f"pretrain_{kind}" / "encoder", runs / f"align_{kind}", args)
+    first = next((runs / f"align_{k}" / "embedder" for k, r in out["results"].items() if isinstance(r, dict)), None)
+    if first is not None:  # same seeded questions for every run; `none` does not depend on the embedder
+        baseline = _evaluate(first, runs / "align_none" / "eval", "none", args.max_per_task)
+        out["none"] = baseline if isinstance(baseline, str) else baseline["none"]
+    if not args.skip_scaling:
+        for axis, values in SCALING.items():
+            for value in values:
+                if value == BASE[axis]:
+                    row = out["results"].get("sasrec")
+                else:
+                    name = f"sasrec_{axis}{value}"
+                    row = _align_one(name, "sasrec", runs / "encoder_scaling" / name, runs / "align_scaling" / name,
+                                     args, {axis: value})
+                out["scaling"].append({"axis": axis, "value": value, "userqa": row})
     return out
 
 
 # ---- plot ------------------------------------------------------------------------------------------
+AXES = [("dim", "width (dim)"), ("layers", "depth (layers)"), ("max_len", "max sequence length")]
+
+
+def _userqa_points(result: dict, axis: str) -> list[tuple[int, float, float]]:
+    """(value, overall UserQA accuracy, binomial s.e.) of the align runs along one scaling axis."""
+    rows = [p for p in (result.get("userqa") or {}).get("scaling", []) if p["axis"] == axis]
+    points = []
+    for p in sorted(rows, key=lambda p: p["value"]):
+        row = p.get("userqa")
+        if isinstance(row, dict):
+            acc, n = row["overall"], row["questions"]
+            points.append((p["value"], acc, (acc * (1 - acc) / n) ** 0.5))
+    return points
+
+
 def plot(result: dict, png: Path) -> None:
+    """Recall@10 against width, depth and length (top row) and, once ``align`` ran, UserQA accuracy (bottom)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -233,9 +303,12 @@ def plot(result: dict, png: Path) -> None:
     meta = (result.get("comparison") or {}).get("meta", {})
     popularity = meta.get("popularity_test", {}).get("recall@10")
     targets = (meta.get("eval_targets") or {}).get("test") or 0
+    userqa = result.get("userqa") or {}
+    with_userqa = any(_userqa_points(result, axis) for axis, _ in AXES)
     top = max([p["recall@10"] for p in points] + [popularity or 0]) * 1.35 or 1.0
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), sharey=True)
-    for ax, (axis, label) in zip(axes, [("dim", "width (dim)"), ("layers", "depth (layers)"), ("max_len", "max sequence length")]):
+    fig, grid = plt.subplots(2 if with_userqa else 1, 3, figsize=(12, 6.8 if with_userqa else 3.6), sharey="row",
+                             squeeze=False)
+    for ax, (axis, label) in zip(grid[0], AXES):
         rows = sorted((p for p in points if p["axis"] == axis), key=lambda p: p["value"])
         if rows:
             recall = [p["recall@10"] for p in rows]
@@ -252,10 +325,26 @@ def plot(result: dict, png: Path) -> None:
         ax.set_xlabel(label)
         ax.set_ylim(0, top)
         ax.grid(alpha=0.3)
-        ax.text(0.98, 0.03, "UserQA accuracy vs size: not run", transform=ax.transAxes, fontsize=7, color="grey",
-                ha="right")
-    axes[0].set_ylabel("test Recall@10 (ML-100k, held-out users)")
-    axes[0].legend(fontsize=7, loc="upper left")
+        if not with_userqa:
+            ax.text(0.98, 0.03, "UserQA accuracy vs size: not run", transform=ax.transAxes, fontsize=7, color="grey",
+                    ha="right")
+    grid[0][0].set_ylabel("test Recall@10 (ML-100k, held-out users)")
+    grid[0][0].legend(fontsize=7, loc="upper left")
+    if with_userqa:
+        none = (userqa.get("none") or {}).get("overall") if isinstance(userqa.get("none"), dict) else None
+        for ax, (axis, label) in zip(grid[1], AXES):
+            pts = _userqa_points(result, axis)
+            if pts:
+                ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], fmt="s-", color="C2",
+                            capsize=3, label="soft prompt, UserQA overall ± 1 s.e.")
+                ax.set_xscale("log", base=2)
+                ax.set_xticks([p[0] for p in pts], [str(p[0]) for p in pts])
+            if none is not None:
+                ax.axhline(none, color="grey", ls="--", lw=1, label="question only (none)")
+            ax.set_xlabel(label)
+            ax.grid(alpha=0.3)
+        grid[1][0].set_ylabel(f"UserQA accuracy ({userqa.get('steps')} align steps)")
+        grid[1][0].legend(fontsize=7, loc="lower left")
     fig.suptitle(f"Encoder scaling on MovieLens-100k (SASRec, {meta.get('epochs')} epochs, {targets} test targets; "
                  f"labels = encoder parameters)", fontsize=10)
     fig.tight_layout()
@@ -306,13 +395,13 @@ def main() -> int:
             result["scaling"] = scaling
     elif args.mode == "align":
         result["userqa"] = {**align(args), "machine": machine()}
-    if args.mode in ("compare", "plot"):
+    if args.mode in ("compare", "align", "plot"):
         plot(result, args.png)
     if args.mode != "plot":
         from data_pipelines.io import write_json_atomic
 
         write_json_atomic(args.out, result)
-    print(f"wrote {args.out}" + (f" and {args.png}" if args.mode in ("compare", "plot") else ""))
+    print(f"wrote {args.out}" + (f" and {args.png}" if args.mode in ("compare", "align", "plot") else ""))
     return 0
 
 
