@@ -236,6 +236,12 @@ def _align_one(name: str, kind: str, encoder: Path, run: Path, args, overrides: 
 
     if not (encoder / "encoder.safetensors").is_file():
         return "not run (no pre-trained checkpoint)"
+    saved = run / "align_row.json"  # this run's result, for --reuse
+    if args.reuse and saved.is_file():
+        row = json.loads(saved.read_text())
+        if (row.get("steps"), row.get("max_per_task")) == (args.steps, args.max_per_task):
+            print(f"align {name}: reused {saved}", flush=True)
+            return row
     started = time.perf_counter()
     config = _align_config(kind, run, args.steps, {**(overrides or {}), "checkpoint": str(encoder)})
     code = main(["fit", "--config", str(config)])
@@ -246,7 +252,9 @@ def _align_one(name: str, kind: str, encoder: Path, run: Path, args, overrides: 
     if isinstance(result, str):
         return result
     row = {"questions": result["questions"], **result["soft"], "train_seconds": round(train_seconds, 1),
-           "wall_seconds": round(time.perf_counter() - started, 1)}
+           "wall_seconds": round(time.perf_counter() - started, 1), "steps": args.steps,
+           "max_per_task": args.max_per_task}
+    saved.write_text(json.dumps(row, indent=1))
     print(f"align {name}: {row}", flush=True)
     return row
 
@@ -264,6 +272,8 @@ def align(args) -> dict:
         out["none"] = baseline if isinstance(baseline, str) else baseline["none"]
     if not args.skip_scaling:
         for axis, values in SCALING.items():
+            if axis not in args.axes:
+                continue
             for value in values:
                 if value == BASE[axis]:
                     row = out["results"].get("sasrec")
@@ -381,9 +391,15 @@ def main() -> int:
     parser.add_argument("--skip-scaling", action="store_true")
     parser.add_argument("--steps", type=int, default=30, help="align: adapter training steps")
     parser.add_argument("--max-per-task", type=int, default=20, help="align: test questions per UserQA task")
+    parser.add_argument("--axes", default=",".join(SCALING), help="align: SCALING axes to run (comma-separated)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="align: keep a run's earlier result (its align_row.json) when steps and questions match")
     args = parser.parse_args()
     args.kinds = [k for k in args.kinds.split(",") if k]
     args.lengths = [int(x) for x in args.lengths.split(",")]
+    args.axes = [a for a in args.axes.split(",") if a]
+    if set(args.axes) - set(SCALING):
+        parser.error(f"--axes: unknown {sorted(set(args.axes) - set(SCALING))}; choose from {list(SCALING)}")
     os.chdir(ROOT)
     result = json.loads(args.out.read_text()) if args.out.is_file() else {}
     if args.mode == "speed":

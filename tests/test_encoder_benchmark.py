@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import yaml
@@ -50,3 +51,19 @@ def test_scaling_plot_draws_the_userqa_row(tmp_path: Path) -> None:
     png = tmp_path / "scaling.png"
     bench.plot(result, png)
     assert png.stat().st_size > 10_000
+
+
+def test_align_reuses_a_saved_run_only_when_its_settings_match(tmp_path: Path) -> None:
+    import argparse
+
+    bench = _benchmark()
+    encoder, run = tmp_path / "encoder", tmp_path / "run"
+    encoder.mkdir()
+    (encoder / "encoder.safetensors").write_bytes(b"")
+    run.mkdir()
+    row = {"overall": 0.55, "questions": 210, "steps": 40, "max_per_task": 30}
+    (run / "align_row.json").write_text(json.dumps(row))
+
+    args = argparse.Namespace(reuse=True, steps=40, max_per_task=30)
+    assert bench._align_one("sasrec", "sasrec", encoder, run, args) == row
+    assert bench._align_one("sasrec", "sasrec", tmp_path / "missing", run, args).startswith("not run")
