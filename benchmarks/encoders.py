@@ -23,8 +23,9 @@ most-popular baseline go to the JSON, and ``benchmarks/results/encoder_scaling.p
 ``align``: for each encoder with a pre-trained checkpoint, ``user-embed fit`` on
 ``configs/align_<kind>.yaml`` (N steps, run folder ``runs/align_<kind>``) then ``user-embed
 evaluate`` (soft prompt only) for UserQA accuracy per family; the question-only baseline once on the
-same seeded questions; then the same for every SASRec scaling point of ``compare``
-(``runs/align_scaling/<name>``), and the plot gains a row of UserQA accuracy against size.
+same seeded questions (each run's soft − none difference gets a 95 % user-bootstrap interval); then
+the same for every SASRec scaling point of ``compare`` (``runs/align_scaling/<name>``), and the plot
+gains a row of UserQA accuracy against size.
 Expensive on CPU (≈ 5 s per step with SmolLM2).
 """
 
@@ -259,14 +260,34 @@ def _align_one(name: str, kind: str, encoder: Path, run: Path, args, overrides: 
     return row
 
 
+def _minus_none(run: Path, none_run: Path) -> dict | None:
+    """Soft − question-only accuracy over the same questions, with its 95 % user-bootstrap interval."""
+    import polars as pl
+
+    from user_embed.eval.paired import cluster_bootstrap_diff
+
+    soft_path, none_path = run / "eval" / "predictions.jsonl", none_run / "eval" / "predictions.jsonl"
+    if not (soft_path.is_file() and none_path.is_file()):
+        return None
+    keys = ["user_id", "task", "question"]
+    rows = pl.read_ndjson(soft_path).select(*keys, "answer", "soft").join(
+        pl.read_ndjson(none_path).select(*keys, "none"), on=keys, how="inner")
+    if rows.is_empty():
+        return None
+    return cluster_bootstrap_diff(rows["user_id"].cast(pl.Utf8).to_list(), (rows["soft"] == rows["answer"]).to_list(),
+                                  (rows["none"] == rows["answer"]).to_list())
+
+
 def align(args) -> dict:
     """Every encoder through stages 2 and 3, the question-only baseline on the same questions, and (unless
     --skip-scaling) the SASRec scaling points of ``compare``, so accuracy can be read against size."""
     runs = ROOT / "runs"
     out: dict = {"steps": args.steps, "max_per_task": args.max_per_task, "results": {}, "scaling": []}
+    folders: dict[str, Path] = {}  # run name -> its folder, for the paired comparison with `none`
     for kind in args.kinds:
-        out["results"][kind] = _align_one(kind, kind, runs / f"pretrain_{kind}" / "encoder", runs / f"align_{kind}", args)
-    first = next((runs / f"align_{k}" / "embedder" for k, r in out["results"].items() if isinstance(r, dict)), None)
+        folders[kind] = runs / f"align_{kind}"
+        out["results"][kind] = _align_one(kind, kind, runs / f"pretrain_{kind}" / "encoder", folders[kind], args)
+    first = next((folders[k] / "embedder" for k, r in out["results"].items() if isinstance(r, dict)), None)
     if first is not None:  # same seeded questions for every run; `none` does not depend on the embedder
         baseline = _evaluate(first, runs / "align_none" / "eval", "none", args.max_per_task)
         out["none"] = baseline if isinstance(baseline, str) else baseline["none"]
@@ -279,9 +300,13 @@ def align(args) -> dict:
                     row = out["results"].get("sasrec")
                 else:
                     name = f"sasrec_{axis}{value}"
-                    row = _align_one(name, "sasrec", runs / "encoder_scaling" / name, runs / "align_scaling" / name,
-                                     args, {axis: value})
+                    folders[name] = runs / "align_scaling" / name
+                    row = _align_one(name, "sasrec", runs / "encoder_scaling" / name, folders[name], args, {axis: value})
                 out["scaling"].append({"axis": axis, "value": value, "userqa": row})
+    rows = {**out["results"], **{f"sasrec_{p['axis']}{p['value']}": p["userqa"] for p in out["scaling"]}}
+    for name, row in rows.items():
+        if isinstance(row, dict) and name in folders:
+            row["soft_minus_none"] = _minus_none(folders[name], runs / "align_none")
     return out
 
 

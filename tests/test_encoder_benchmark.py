@@ -67,3 +67,18 @@ def test_align_reuses_a_saved_run_only_when_its_settings_match(tmp_path: Path) -
     args = argparse.Namespace(reuse=True, steps=40, max_per_task=30)
     assert bench._align_one("sasrec", "sasrec", encoder, run, args) == row
     assert bench._align_one("sasrec", "sasrec", tmp_path / "missing", run, args).startswith("not run")
+
+
+def test_soft_minus_none_pairs_the_same_questions(tmp_path: Path) -> None:
+    bench = _benchmark()
+    soft_run, none_run = tmp_path / "soft", tmp_path / "none"
+    questions = [("u1", "t", "q1", "a"), ("u1", "t", "q2", "b"), ("u2", "t", "q1", "a"), ("u3", "t", "q1", "a")]
+    for run, column, answers in [(soft_run, "soft", ["a", "b", "a", "x"]), (none_run, "none", ["x", "b", "x", "x"])]:
+        (run / "eval").mkdir(parents=True)
+        lines = [json.dumps({"user_id": u, "task": t, "question": q, "answer": gold, column: answer})
+                 for (u, t, q, gold), answer in zip(questions, answers)]
+        (run / "eval" / "predictions.jsonl").write_text("\n".join(lines) + "\n")
+    result = bench._minus_none(soft_run, none_run)
+    assert result["diff"] == 0.5 and result["questions"] == 4 and result["users"] == 3  # 3/4 right vs 1/4
+    assert result["low"] <= 0.5 <= result["high"]
+    assert bench._minus_none(tmp_path / "missing", none_run) is None
