@@ -38,6 +38,11 @@ def _sequence_only(model: dict) -> None:
     model["sources"] = [s for s in model["sources"] if s["kind"] == "sequence"]
 
 
+def _lora(model: dict) -> None:
+    model["llm"]["lora"] = True  # rank 8 on q_proj/v_proj (LLMConfig defaults); the base weights stay frozen
+    model["optim"]["lora_lr"] = 1e-3
+
+
 #: name → (what differs, how)
 CHANGES: dict[str, tuple[str, Callable[[dict], None]]] = {
     "ar_only": ("UserQA (AR) loss only, no contrastive loss (loss.contrastive_weight: 0)", _ar_only),
@@ -47,6 +52,8 @@ CHANGES: dict[str, tuple[str, Callable[[dict], None]]] = {
     "k1_mlp": ("K = 1 soft token from the mlp adapter over pooled source tokens (the UQABench/E2P baseline)",
                _k1_mlp),
     "sequence_only": ("one source: the rating sequence only", _sequence_only),
+    "lora": ("LoRA adapters on the LLM (r = 8, q/v projections, lr 1e-3) trained with the embedder; "
+             "evaluate then runs every method, baselines included, on the LoRA-adapted LLM", _lora),
 }
 
 
