@@ -264,18 +264,17 @@ def _minus_none(run: Path, none_run: Path) -> dict | None:
     """Soft − question-only accuracy over the same questions, with its 95 % user-bootstrap interval."""
     import polars as pl
 
-    from user_embed.eval.paired import cluster_bootstrap_diff
+    from user_embed.eval.paired import paired_differences
 
     soft_path, none_path = run / "eval" / "predictions.jsonl", none_run / "eval" / "predictions.jsonl"
     if not (soft_path.is_file() and none_path.is_file()):
         return None
     keys = ["user_id", "task", "question"]
-    rows = pl.read_ndjson(soft_path).select(*keys, "answer", "soft").join(
+    rows = pl.read_ndjson(soft_path).select(*keys, "family", "answer", "soft").join(
         pl.read_ndjson(none_path).select(*keys, "none"), on=keys, how="inner")
     if rows.is_empty():
         return None
-    return cluster_bootstrap_diff(rows["user_id"].cast(pl.Utf8).to_list(), (rows["soft"] == rows["answer"]).to_list(),
-                                  (rows["none"] == rows["answer"]).to_list())
+    return paired_differences(rows.to_dicts(), "soft", ["none"], ["overall"])["soft-none"]["overall"]
 
 
 def align(args) -> dict:
@@ -366,7 +365,7 @@ def plot(result: dict, png: Path) -> None:
     grid[0][0].set_ylabel("test Recall@10 (ML-100k, held-out users)")
     grid[0][0].legend(fontsize=7, loc="upper left")
     if with_userqa:
-        none = (userqa.get("none") or {}).get("overall") if isinstance(userqa.get("none"), dict) else None
+        none = userqa["none"].get("overall") if isinstance(userqa.get("none"), dict) else None  # str: it failed
         for ax, (axis, label) in zip(grid[1], AXES):
             pts = _userqa_points(result, axis)
             if pts:

@@ -75,7 +75,7 @@ def test_soft_minus_none_pairs_the_same_questions(tmp_path: Path) -> None:
     questions = [("u1", "t", "q1", "a"), ("u1", "t", "q2", "b"), ("u2", "t", "q1", "a"), ("u3", "t", "q1", "a")]
     for run, column, answers in [(soft_run, "soft", ["a", "b", "a", "x"]), (none_run, "none", ["x", "b", "x", "x"])]:
         (run / "eval").mkdir(parents=True)
-        lines = [json.dumps({"user_id": u, "task": t, "question": q, "answer": gold, column: answer})
+        lines = [json.dumps({"user_id": u, "task": t, "question": q, "family": "f", "answer": gold, column: answer})
                  for (u, t, q, gold), answer in zip(questions, answers)]
         (run / "eval" / "predictions.jsonl").write_text("\n".join(lines) + "\n")
     result = bench._minus_none(soft_run, none_run)
