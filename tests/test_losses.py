@@ -104,3 +104,35 @@ def test_perfect_alignment_beats_random_and_gather_is_identity_without_ddp():
     assert float(aligned) < 0.05 < float(shuffled)
     x = torch.randn(3, 2)
     assert gather_with_grad(x) is x
+
+
+def test_option_alignment_loss_equals_hand_computed_value():
+    """Two questions, K = 2 soft tokens, 2-D embeddings; question 2 has only two real options (third padded)."""
+    from user_embed.losses import option_alignment_loss
+
+    soft = torch.tensor([[[1.0, 0.0], [0.0, 2.0]], [[3.0, 4.0], [-1.0, 0.0]]])  # (B=2, K=2, d=2)
+    options = torch.tensor([[[2.0, 0.0], [0.6, 0.8], [0.0, -1.0]], [[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]])
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    answers = torch.tensor([1, 0])
+    scale = 3.0
+
+    def cos(a, b):
+        return _dot(a, b) / math.sqrt(_dot(a, a) * _dot(b, b))
+
+    def hand_ce(tokens, opts, answer):
+        scores = [scale * max(cos(t, o) for t in tokens) for o in opts]
+        return -scores[answer] + math.log(sum(math.exp(s) for s in scores))
+
+    q1 = hand_ce([[1.0, 0.0], [0.0, 2.0]], [[2.0, 0.0], [0.6, 0.8], [0.0, -1.0]], 1)
+    q2 = hand_ce([[3.0, 4.0], [-1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]], 0)
+    loss, accuracy = option_alignment_loss(soft, options, mask, answers, scale)
+    assert loss.item() == pytest.approx((q1 + q2) / 2, rel=1e-5)
+    # question 1: option 0 (cos 1) beats the answer (cos 0.8); question 2: option 1 (cos 0.8) beats the answer (0.6)
+    assert accuracy.item() == 0.0
+
+
+def test_option_alignment_settings_are_validated():
+    with pytest.raises(ConfigError, match="option_alignment_weight"):
+        LossConfig(option_alignment_weight=-1.0)
+    with pytest.raises(ConfigError, match="option_alignment_scale"):
+        LossConfig(option_alignment_scale=0.0)

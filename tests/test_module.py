@@ -13,6 +13,7 @@ and the embedder must learn to *write* that profile from the user's history alon
 
 from __future__ import annotations
 
+import math
 import random
 
 import lightning as L
@@ -214,6 +215,57 @@ def test_tiny_model_learns_a_fact_only_the_embedding_carries(reading_llm_dir, tm
     after_llm = module.llm.state_dict()
     assert all(torch.equal(before_llm[k], after_llm[k]) for k in before_llm)
     assert (tmp_path / "embedder" / "model.safetensors").is_file()
+
+
+def test_alignment_phase_trains_without_the_llm_then_joint_steps_follow(reading_llm_dir, tmp_path):
+    """Steps in the alignment phase never run the LLM, yet teach the embedder to point at the answer among the
+    options in the LLM's word space; the joint steps that follow run the LLM with the AR loss."""
+    torch.manual_seed(0)
+    data = make_data(tmp_path / "data")
+    module = make_module(reading_llm_dir, adapter_kind="mlp", lr=3e-3)
+    module.optim_config = OptimConfig(lr=3e-3, warmup_steps=5, alignment_steps=60)
+    module.export_dir = str(tmp_path / "embedder")
+    data.setup()
+    module.build(data.spec)
+    llm_calls = []
+    original_forward = module.llm.forward
+    module.llm.forward = lambda *a, **k: llm_calls.append(module.global_step) or original_forward(*a, **k)
+    logged: list[set[str]] = []
+    aligned_after_phase = []
+    step_losses = module.losses
+
+    def losses(batch, frozen_prefix=None, alignment_only=False):
+        if len(logged) == 60:  # the first joint step: how well does the embedder point at the answer now?
+            with torch.no_grad():
+                test = next(iter(data.test_dataloader()))
+                soft = module.embedder_output(test, module.prompt_batch(test.examples, with_answers=False))
+                aligned_after_phase.append(module.option_alignment(test.examples, soft.soft_prompt)[1].item())
+        out = step_losses(batch, frozen_prefix, alignment_only)
+        logged.append(set(out))
+        return out
+
+    module.losses = losses
+    trainer = L.Trainer(max_steps=64, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        num_sanity_val_steps=0, default_root_dir=str(tmp_path))
+    trainer.fit(module, datamodule=data)
+    assert min(llm_calls) == 60  # the LLM first ran in the first joint step
+    assert all(keys == {"option_alignment_loss", "option_alignment_accuracy", "loss"} for keys in logged[:60])
+    assert all(keys == {"qa_loss", "loss"} for keys in logged[60:]) and len(logged) == 64
+    assert aligned_after_phase[0] >= 0.9  # test users, chance 0.25
+
+
+def test_learning_rate_restarts_its_warmup_and_decay_for_the_joint_phase():
+    from user_embed.module import learning_rate_factor
+
+    optim = OptimConfig(lr=1e-2, warmup_steps=2, min_lr_ratio=0.1, alignment_steps=10, alignment_lr=1e-3)
+    factors = [learning_rate_factor(step, 30, optim) for step in range(30)]
+    assert factors[0] == pytest.approx(0.1 / 3) and factors[2] == pytest.approx(0.1)  # warmup to alignment_lr
+    assert factors[9] == pytest.approx(0.1 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 7 / 8))))
+    assert factors[10] == pytest.approx(1 / 3) and factors[12] == pytest.approx(1.0)  # the joint phase's warmup
+    assert factors[29] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 17 / 18)))
+    plain = OptimConfig(lr=1e-2, warmup_steps=2)
+    assert learning_rate_factor(2, 30, plain) == 1.0 and learning_rate_factor(30, 30, plain) == pytest.approx(0.1)
 
 
 def test_the_system_prompt_is_recorded_with_the_llm(tiny_llm_dir):

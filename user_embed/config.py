@@ -162,12 +162,18 @@ class LossConfig:
     """Initial softmax temperature (learnable)."""
     max_logit_scale: float = 100.0
     """Upper clamp of 1/temperature."""
+    option_alignment_weight: float = 0.0
+    """Weight of the option-alignment loss in the joint phase (soft tokens vs the LLM's embeddings of each
+    multiple-choice option; ``user_embed/losses/option_alignment.py``); 0 = AR (+ contrastive) only."""
+    option_alignment_scale: float = 10.0
+    """Scale of the cosine similarities that the option-alignment cross-entropy compares."""
 
     def __post_init__(self) -> None:
-        if self.contrastive_weight < 0:
-            raise ConfigError(f"loss.contrastive_weight must be >= 0, got {self.contrastive_weight}")
+        for name in ("contrastive_weight", "option_alignment_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
         _positive("loss", contrastive_dim=self.contrastive_dim, init_temperature=self.init_temperature,
-                  max_logit_scale=self.max_logit_scale)
+                  max_logit_scale=self.max_logit_scale, option_alignment_scale=self.option_alignment_scale)
 
 
 @dataclass
@@ -184,11 +190,20 @@ class OptimConfig:
     """Linear warmup steps."""
     min_lr_ratio: float = 0.1
     """Final learning rate as a fraction of ``lr`` (cosine decay over the run)."""
+    alignment_steps: int = 0
+    """The first N optimizer steps train the embedder with the option-alignment loss alone (no LLM forward,
+    ≈ 100× cheaper than a joint step); the joint phase follows with its own warmup and cosine schedule.
+    They count in ``trainer.max_steps``."""
+    alignment_lr: float | None = None
+    """Peak learning rate of the alignment phase (default: ``lr``; lower than the joint phase's suits it)."""
 
     def __post_init__(self) -> None:
         _positive("optim", lr=self.lr, lora_lr=self.lora_lr)
-        if self.warmup_steps < 0:
-            raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.alignment_lr is not None:
+            _positive("optim", alignment_lr=self.alignment_lr)
+        for name in ("warmup_steps", "alignment_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"optim.{name} must be >= 0, got {getattr(self, name)}")
 
 
 def to_dict(config) -> dict:

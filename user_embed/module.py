@@ -26,7 +26,7 @@ from user_embed.eval.choice import (cache_kwargs, output_cache, pick, prefill_sh
 from user_embed.llm.load import load_llm, trainable_state
 from user_embed.llm.prompt import PromptBuilder, PromptIds
 from user_embed.llm.soft_prompt import IGNORE_INDEX, PromptBatch, collate_prompts, mean_question_embedding, splice_soft_prompt
-from user_embed.losses import ContrastiveLoss, answer_loss
+from user_embed.losses import ContrastiveLoss, answer_loss, option_alignment_loss
 from user_embed.named_categories import name_embeddings
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,11 @@ class UserEmbedModule(L.LightningModule):
             raise ConfigError("the model needs the data module's DataSpec; run through `user-embed fit` or "
                               "call datamodule.setup() and module.build(spec)")
         self.build(spec, text_dim=_text_dim(datamodule))
+        train = (getattr(datamodule, "examples", None) or {}).get("train") or []
+        if stage == "fit" and self.optim_config.alignment_steps and train and not any(
+                ex.options and ex.answer in ex.options for ex in train):
+            raise ConfigError("optim.alignment_steps > 0 needs multiple-choice training questions (options that "
+                              "hold the answer); these questions have none: set optim.alignment_steps: 0")
 
     def build(self, spec, text_dim: int | None = None, embedder: UserEmbedder | None = None) -> "UserEmbedModule":
         """Load the frozen LLM and create (or adopt) the embedder and loss heads."""
@@ -139,10 +144,16 @@ class UserEmbedModule(L.LightningModule):
 
     def inputs_embeds(self, batch: UserBatch | None, prompt: PromptBatch):
         """(B, T, d) embeddings with the soft prompt spliced in, and the adapter output (or None)."""
-        embedding = self.llm.get_input_embeddings()
-        embeds = embedding(prompt.input_ids)  # (B, T, d_llm)
+        embeds = self.llm.get_input_embeddings()(prompt.input_ids)  # (B, T, d_llm)
         if not prompt.soft_mask.any():
             return embeds, None
+        out = self.embedder_output(batch, prompt)  # soft_prompt: (B, K, d_llm)
+        return splice_soft_prompt(embeds, prompt.soft_mask, out.soft_prompt), out
+
+    def embedder_output(self, batch: UserBatch, prompt: PromptBatch):
+        """The embedder's output for a batch (soft prompt (B, K, d_llm), pooled user vector); the prompt gives
+        the question tokens that an instruction-aware adapter reads. No LLM forward pass."""
+        embedding = self.llm.get_input_embeddings()
         question, words = None, {}
         if self.adapter_config.instruction_aware:
             question = mean_question_embedding(embedding, prompt.question_ids, prompt.question_mask)  # (B, d_llm)
@@ -150,28 +161,61 @@ class UserEmbedModule(L.LightningModule):
             words = {"question_tokens": embedding(prompt.question_ids), "question_mask": prompt.question_mask}
         if self.embedder.category_pointer is not None:  # the pointer reads the category names in the question
             words["question_texts"] = [ex.question for ex in batch.examples]
-        out = self.embedder(batch.inputs, question, **words)  # soft_prompt: (B, K, d_llm)
-        return splice_soft_prompt(embeds, prompt.soft_mask, out.soft_prompt), out
+        return self.embedder(batch.inputs, question, **words)  # soft_prompt: (B, K, d_llm)
 
-    def losses(self, batch: UserBatch, frozen_prefix: bool | None = None) -> dict[str, torch.Tensor]:
-        """qa_loss (+ contrastive_loss) and their weighted sum ``loss``.
+    def losses(self, batch: UserBatch, frozen_prefix: bool | None = None,
+               alignment_only: bool = False) -> dict[str, torch.Tensor]:
+        """qa_loss (+ option_alignment_loss, + contrastive_loss) and their weighted sum ``loss``.
 
         ``frozen_prefix`` (default: when the soft prompt sits after the question and no LoRA trains) runs the
         tokens before the soft slot without gradients and continues from their KV cache: same loss, less backward.
+        ``alignment_only`` (the alignment phase) skips the LLM: option alignment (+ contrastive) only.
         """
         if frozen_prefix is None:
             frozen_prefix = self.llm_config.soft_position == "after" and not self.llm_config.lora
-        if frozen_prefix:
-            logits, labels, out = self._answer_logits_after_frozen_prefix(batch)
+        if alignment_only:  # the embedder alone: option alignment (+ contrastive), no LLM forward pass
+            out = self.embedder_output(batch, self.prompt_batch(batch.examples, with_answers=False))
+            losses, total = {}, 0.0
         else:
-            logits, labels, out = self._answer_logits(batch)
-        losses = {"qa_loss": answer_loss(logits, labels)}
-        total = losses["qa_loss"]
+            if frozen_prefix:
+                logits, labels, out = self._answer_logits_after_frozen_prefix(batch)
+            else:
+                logits, labels, out = self._answer_logits(batch)
+            losses = {"qa_loss": answer_loss(logits, labels)}
+            total = losses["qa_loss"]
+        weight = 1.0 if alignment_only else self.loss_config.option_alignment_weight
+        if weight > 0:
+            aligned = self.option_alignment(batch.examples, out.soft_prompt)
+            if aligned is not None:
+                losses["option_alignment_loss"], losses["option_alignment_accuracy"] = aligned
+                total = total + weight * aligned[0]
         if self.contrastive is not None and batch.text_vectors is not None:
             losses["contrastive_loss"] = self.contrastive(out.user_vector, batch.text_vectors, batch.user_index)
             total = total + self.loss_config.contrastive_weight * losses["contrastive_loss"]
         losses["loss"] = total
         return losses
+
+    def option_alignment(self, examples: list[Example], soft_prompt: torch.Tensor):
+        """(loss, accuracy) of the option-alignment loss over the questions whose options hold their answer;
+        None when no question in the batch has such options (e.g. free-text answers)."""
+        rows = [i for i, ex in enumerate(examples) if ex.options and ex.answer in ex.options]
+        if not rows:
+            return None
+        width = max(len(examples[i].options) for i in rows)
+        embedding = self.llm.get_input_embeddings()
+        option_embeds = soft_prompt.new_zeros(len(rows), width, soft_prompt.shape[-1])  # (R, O, d_llm)
+        option_mask = torch.zeros(len(rows), width, dtype=torch.bool, device=soft_prompt.device)  # (R, O)
+        with torch.no_grad():
+            for r, i in enumerate(rows):
+                for o, option in enumerate(examples[i].options):
+                    ids = torch.tensor(self.prompts.answer_ids(option) or [self.tokenizer.pad_token_id],
+                                       device=soft_prompt.device)
+                    option_embeds[r, o] = embedding(ids).mean(0)  # mean of the option's token embeddings
+                    option_mask[r, o] = True
+        answers = torch.tensor([examples[i].options.index(examples[i].answer) for i in rows],
+                               device=soft_prompt.device)  # (R,)
+        return option_alignment_loss(soft_prompt[rows], option_embeds, option_mask, answers,
+                                     self.loss_config.option_alignment_scale)
 
     def _answer_logits(self, batch: UserBatch):
         """One forward over whole prompts: (B, keep, V) logits, their (B, keep) labels, the adapter output."""
@@ -232,8 +276,11 @@ class UserEmbedModule(L.LightningModule):
         return pick(scores, [ex.options for ex in batch.examples]), tokens
 
     # ---- Lightning hooks ---------------------------------------------------------------------------
+    def in_alignment_phase(self) -> bool:
+        return self.global_step < self.optim_config.alignment_steps
+
     def training_step(self, batch: UserBatch, batch_idx: int) -> torch.Tensor:
-        losses = self.losses(batch)
+        losses = self.losses(batch, alignment_only=self.in_alignment_phase())
         size = len(batch)
         for name, value in losses.items():
             self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=size)
@@ -271,14 +318,7 @@ class UserEmbedModule(L.LightningModule):
             groups.append({"params": lora, "lr": o.lora_lr})
         optimizer = torch.optim.AdamW(groups, weight_decay=o.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1000
-
-        def schedule(step: int) -> float:
-            if step < o.warmup_steps:
-                return (step + 1) / (o.warmup_steps + 1)
-            progress = min(1.0, (step - o.warmup_steps) / max(1, total - o.warmup_steps))
-            return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, total, o))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -306,6 +346,20 @@ class UserEmbedModule(L.LightningModule):
             return Path(self.export_dir)
         base = self.trainer.log_dir if self._trainer is not None and self.trainer.log_dir else "."
         return Path(base) / "embedder"
+
+
+def learning_rate_factor(step: int, total: int, optim: OptimConfig) -> float:
+    """Multiplier of ``optim.lr`` at ``step`` of ``total``: the alignment phase (``optim.alignment_steps``, if any;
+    peak ``optim.alignment_lr``), then the joint phase (peak ``optim.lr``), each with its own linear warmup and
+    cosine decay to ``min_lr_ratio`` of its peak."""
+    start, length = (0, optim.alignment_steps) if step < optim.alignment_steps else (
+        optim.alignment_steps, total - optim.alignment_steps)
+    peak = (optim.alignment_lr or optim.lr) / optim.lr if step < optim.alignment_steps else 1.0
+    step -= start
+    if step < optim.warmup_steps:
+        return peak * (step + 1) / (optim.warmup_steps + 1)
+    progress = min(1.0, (step - optim.warmup_steps) / max(1, length - optim.warmup_steps))
+    return peak * (optim.min_lr_ratio + (1 - optim.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def _load_lora(llm, state: dict[str, torch.Tensor]) -> None:
