@@ -522,6 +522,26 @@ def category_pointer_on_an_mlp_adapter(root, w):
 
 
 @case("config")
+def negative_alignment_steps(root, w):
+    return fit(w, root, lambda c: c["model"].update(optim={"alignment_steps": -5})), \
+        ["optim.alignment_steps", ">= 0"], [root / "runs"]
+
+
+@case("config")
+def alignment_phase_without_multiple_choice_questions(root, w):
+    def free_text(tables):
+        tables["qa"] = tables["qa"].with_columns(pl.lit([], dtype=pl.List(pl.Utf8)).alias("options"))
+
+    data = copy_data(w, root, free_text)
+
+    def edit(c):
+        c["model"].update(optim={"alignment_steps": 2})
+        c["data"]["data_dir"] = str(data)
+
+    return fit(w, root, edit), ["optim.alignment_steps", "multiple-choice"], [root / "runs" / "embedder"]
+
+
+@case("config")
 def data_dir_does_not_exist(root, w):
     return fit(w, root, lambda c: c["data"].update(data_dir=str(root / "nowhere"))), ["data.data_dir", "nowhere"], \
         [root / "runs" / "embedder"]

@@ -42,7 +42,7 @@ def test_ablation_is_the_quickstart_with_one_change(name):
     regenerate = load_regenerate()
     expected = regenerate._retarget(yaml.safe_load((CONFIGS / "quickstart.yaml").read_text()), "runs/quickstart",
                                     f"runs/ablation_{name}")
-    regenerate.CHANGES[name][1](expected["model"])
+    regenerate.CHANGES[name][1](expected)
     shipped = yaml.safe_load((CONFIGS / "ablations" / f"{name}.yaml").read_text())
     assert shipped == expected, "run python configs/ablations/regenerate.py"
     assert copy.deepcopy(shipped) != regenerate._retarget(

@@ -2,7 +2,7 @@
 
     python configs/ablations/regenerate.py
 
-Each ablation is the quickstart experiment with one change (``CHANGES``) and its own run folder
+Each ablation is the quickstart experiment with one change (``CHANGES``, applied to the whole config) and its own run folder
 (``runs/ablation_<name>``); run one with ``user-embed fit --config configs/ablations/<name>.yaml``.
 """
 
@@ -18,29 +18,47 @@ HERE = Path(__file__).resolve().parent
 QUICKSTART = HERE.parent / "quickstart.yaml"
 
 
-def _ar_only(model: dict) -> None:
+def _ar_only(config: dict) -> None:
+    model = config["model"]
     model["loss"]["contrastive_weight"] = 0.0
 
 
-def _not_instruction_aware(model: dict) -> None:
+def _not_instruction_aware(config: dict) -> None:
+    model = config["model"]
     model["adapter"].update(instruction_aware=False, question_tokens=False)
 
 
-def _k1(model: dict) -> None:
+def _k1(config: dict) -> None:
+    model = config["model"]
     model["adapter"]["num_tokens"] = 1
 
 
-def _k1_mlp(model: dict) -> None:
-    model["adapter"].update(kind="mlp", num_tokens=1, question_tokens=False)
+def _k1_mlp(config: dict) -> None:
+    model = config["model"]
+    model["adapter"].update(kind="mlp", num_tokens=1, question_tokens=False, category_pointer=False)
 
 
-def _sequence_only(model: dict) -> None:
+def _sequence_only(config: dict) -> None:
+    model = config["model"]
     model["sources"] = [s for s in model["sources"] if s["kind"] == "sequence"]
 
 
-def _lora(model: dict) -> None:
+def _lora(config: dict) -> None:
+    model = config["model"]
     model["llm"]["lora"] = True  # rank 8 on q_proj/v_proj (LLMConfig defaults); the base weights stay frozen
     model["optim"]["lora_lr"] = 1e-3
+
+
+def _no_alignment(config: dict) -> None:
+    steps = config["model"]["optim"]["alignment_steps"]
+    config["model"]["optim"]["alignment_steps"] = 0
+    config["model"]["loss"]["option_alignment_weight"] = 0.0
+    for key in ("max_steps", "val_check_interval"):  # the same joint steps, without the alignment phase
+        config["trainer"][key] -= steps
+
+
+def _no_category_pointer(config: dict) -> None:
+    config["model"]["adapter"]["category_pointer"] = False
 
 
 #: name → (what differs, how)
@@ -49,9 +67,14 @@ CHANGES: dict[str, tuple[str, Callable[[dict], None]]] = {
     "not_instruction_aware": ("adapter not conditioned on the question (neither its mean nor its tokens)",
                               _not_instruction_aware),
     "k1": ("K = 1 soft token (resampler)", _k1),
-    "k1_mlp": ("K = 1 soft token from the mlp adapter over pooled source tokens (the UQABench/E2P baseline)",
+    "k1_mlp": ("K = 1 soft token from the mlp adapter over pooled source tokens (the UQABench/E2P baseline; "
+               "no category pointer, which needs the resampler)",
                _k1_mlp),
     "sequence_only": ("one source: the rating sequence only", _sequence_only),
+    "no_alignment": ("no alignment phase and no option-alignment loss: the same 100 joint steps on the AR "
+                     "(+ contrastive) loss alone", _no_alignment),
+    "no_category_pointer": ("adapter without the category pointer (soft tokens do not point at the LLM's "
+                            "embeddings of category names)", _no_category_pointer),
     "lora": ("LoRA adapters on the LLM (r = 8, q/v projections, lr 1e-3) trained with the embedder; "
              "evaluate then runs every method, baselines included, on the LoRA-adapted LLM", _lora),
 }
@@ -72,7 +95,7 @@ def main() -> None:
     base = yaml.safe_load(QUICKSTART.read_text())
     for name, (what, change) in CHANGES.items():
         config = _retarget(copy.deepcopy(base), "runs/quickstart", f"runs/ablation_{name}")
-        change(config["model"])
+        change(config)
         header = (f"# Ablation of configs/quickstart.yaml: {what}\n"
                   "# Written by configs/ablations/regenerate.py; everything else equals the quickstart.\n")
         (HERE / f"{name}.yaml").write_text(header + yaml.safe_dump(config, sort_keys=False, width=120))
