@@ -2,7 +2,9 @@
 
 Training step: question → mean LLM token embedding (instruction signal) → embedder → K soft
 vectors spliced into the chat prompt → frozen LLM → AR loss on answer tokens; plus
-λ · InfoNCE(pooled user vector, text about the user). Checkpoints hold only what trains
+λ · InfoNCE(pooled user vector, text about the user) and, optionally, the option-alignment loss
+(soft tokens vs the LLM's embeddings of each option). The first ``optim.alignment_steps`` steps (the
+alignment phase) train with the option-alignment loss (+ contrastive) alone and never run the LLM. Checkpoints hold only what trains
 (encoders, adapter, contrastive heads, LoRA) — never the frozen LLM.
 """
 
@@ -279,8 +281,10 @@ class UserEmbedModule(L.LightningModule):
     def in_alignment_phase(self) -> bool:
         return self.global_step < self.optim_config.alignment_steps
 
-    def training_step(self, batch: UserBatch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: UserBatch, batch_idx: int) -> torch.Tensor | None:
         losses = self.losses(batch, alignment_only=self.in_alignment_phase())
+        if not torch.is_tensor(losses["loss"]):  # an alignment step on a batch with no multiple-choice question
+            return None  # and no contrastive text: nothing to learn from, Lightning skips the step
         size = len(batch)
         for name, value in losses.items():
             self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=size)
