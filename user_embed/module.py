@@ -4,8 +4,8 @@ Training step: question → mean LLM token embedding (instruction signal) → em
 vectors spliced into the chat prompt → frozen LLM → AR loss on answer tokens; plus
 λ · InfoNCE(pooled user vector, text about the user) and, optionally, the option-alignment loss
 (soft tokens vs the LLM's embeddings of each option). The first ``optim.alignment_steps`` steps (the
-alignment phase) train with the option-alignment loss (+ contrastive) alone and never run the LLM. Checkpoints hold only what trains
-(encoders, adapter, contrastive heads, LoRA) — never the frozen LLM.
+alignment phase) train with the option-alignment loss (+ contrastive) alone and never run the LLM.
+Checkpoints hold only what trains (encoders, adapter, contrastive heads, LoRA) — never the frozen LLM.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ class UserEmbedModule(L.LightningModule):
         self.save_hyperparameters()
         self.strict_loading = False  # checkpoints omit the frozen LLM on purpose
         self.llm = None
+        self._option_cache: dict[str, torch.Tensor] = {}  # option text → its mean LLM token embedding
         self.embedder: UserEmbedder | None = None
         self.contrastive: ContrastiveLoss | None = None
         self.tokenizer = None
@@ -203,21 +204,28 @@ class UserEmbedModule(L.LightningModule):
         rows = [i for i, ex in enumerate(examples) if ex.options and ex.answer in ex.options]
         if not rows:
             return None
+        vectors = self._option_vectors([o for i in rows for o in examples[i].options])
         width = max(len(examples[i].options) for i in rows)
-        embedding = self.llm.get_input_embeddings()
         option_embeds = soft_prompt.new_zeros(len(rows), width, soft_prompt.shape[-1])  # (R, O, d_llm)
         option_mask = torch.zeros(len(rows), width, dtype=torch.bool, device=soft_prompt.device)  # (R, O)
-        with torch.no_grad():
-            for r, i in enumerate(rows):
-                for o, option in enumerate(examples[i].options):
-                    ids = torch.tensor(self.prompts.answer_ids(option) or [self.tokenizer.pad_token_id],
-                                       device=soft_prompt.device)
-                    option_embeds[r, o] = embedding(ids).mean(0)  # mean of the option's token embeddings
-                    option_mask[r, o] = True
+        for r, i in enumerate(rows):
+            options = examples[i].options
+            option_embeds[r, : len(options)] = torch.stack([vectors[o] for o in options])
+            option_mask[r, : len(options)] = True
         answers = torch.tensor([examples[i].options.index(examples[i].answer) for i in rows],
                                device=soft_prompt.device)  # (R,)
         return option_alignment_loss(soft_prompt[rows], option_embeds, option_mask, answers,
                                      self.loss_config.option_alignment_scale)
+
+    def _option_vectors(self, options: list[str]) -> dict[str, torch.Tensor]:
+        """Each option's mean input-token embedding under the frozen LLM, computed once per option text."""
+        cache = self._option_cache
+        new = sorted({o for o in options if o not in cache})
+        if new:
+            embedding = self.llm.get_input_embeddings()
+            for option, vector in zip(new, name_embeddings(self.tokenizer, embedding, new)):
+                cache[option] = vector.to(embedding.weight.device)
+        return cache
 
     def _answer_logits(self, batch: UserBatch):
         """One forward over whole prompts: (B, keep, V) logits, their (B, keep) labels, the adapter output."""
@@ -356,10 +364,10 @@ def learning_rate_factor(step: int, total: int, optim: OptimConfig) -> float:
     """Multiplier of ``optim.lr`` at ``step`` of ``total``: the alignment phase (``optim.alignment_steps``, if any;
     peak ``optim.alignment_lr``), then the joint phase (peak ``optim.lr``), each with its own linear warmup and
     cosine decay to ``min_lr_ratio`` of its peak."""
-    start, length = (0, optim.alignment_steps) if step < optim.alignment_steps else (
-        optim.alignment_steps, total - optim.alignment_steps)
-    peak = (optim.alignment_lr or optim.lr) / optim.lr if step < optim.alignment_steps else 1.0
-    step -= start
+    if step < optim.alignment_steps:
+        length, peak = optim.alignment_steps, (optim.alignment_lr or optim.lr) / optim.lr
+    else:
+        step, length, peak = step - optim.alignment_steps, total - optim.alignment_steps, 1.0
     if step < optim.warmup_steps:
         return peak * (step + 1) / (optim.warmup_steps + 1)
     progress = min(1.0, (step - optim.warmup_steps) / max(1, length - optim.warmup_steps))
