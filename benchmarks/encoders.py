@@ -255,7 +255,9 @@ def _align_one(name: str, kind: str, encoder: Path, run: Path, args, overrides: 
     row = {"questions": result["questions"], **result["soft"], "train_seconds": round(train_seconds, 1),
            "wall_seconds": round(time.perf_counter() - started, 1), "steps": args.steps,
            "max_per_task": args.max_per_task}
-    saved.write_text(json.dumps(row, indent=1))
+    from data_pipelines.io import write_json_atomic
+
+    write_json_atomic(saved, row, indent=1)
     print(f"align {name}: {row}", flush=True)
     return row
 

@@ -363,8 +363,9 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "python benchmarks/pipeline.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    from data_pipelines.io import write_text_atomic
+
+    write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}: speedup {speedup}x, ours {result['ours_seconds']} s, peak RSS {result['peak_rss_gb']} GB")
     return 0
 

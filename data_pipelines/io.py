@@ -1,4 +1,14 @@
-"""Atomic output: a data directory appears complete or not at all (temp dir, then rename)."""
+"""Atomic output, in one place: a file or a data directory appears complete or not at all.
+
+Files: :func:`atomic_file` writes a temp file in the target's folder, flushes and fsyncs it,
+then renames it over the target (:func:`os.replace`); on any error the temp file is removed
+and an existing target is left as it was. :func:`write_text_atomic`, :func:`write_json_atomic`,
+:func:`write_jsonl_atomic` and :func:`write_parquet_atomic` are thin helpers on top of it.
+Directories: :func:`atomic_directory` builds a temp folder beside the target and renames it
+into place; :func:`write_tables` writes a whole data directory with it.
+
+Importing this module is cheap (standard library only; polars is imported on use).
+"""
 
 from __future__ import annotations
 
@@ -6,27 +16,99 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
-import polars as pl
+if TYPE_CHECKING:
+    import polars as pl
 
-from data_pipelines.schema import validate
+
+def current_umask() -> int:
+    """The process umask (read from ``/proc`` where possible: ``os.umask`` has to set it to read it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
-def write_json_atomic(path: str | Path, obj) -> None:
-    """Write JSON to ``path`` via a temp file in the same folder, then rename."""
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort: not every platform can open a folder)."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+@contextmanager
+def atomic_file(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
+    """Yield an open temp file beside ``path``; on success it replaces ``path`` in one rename.
+
+    The temp file (``.<name>.<random>.tmp`` in the same folder, so the rename never crosses a
+    filesystem) is flushed and fsynced before the rename and gets the usual file mode
+    (``0o666 & ~umask``; ``mkstemp`` makes it 0600). On any error, including KeyboardInterrupt,
+    the temp file is removed and an existing ``path`` is untouched. ``mode`` is ``"w"`` (text,
+    ``encoding``) or ``"wb"`` (bytes; ``encoding`` is ignored).
+    """
+    if mode not in ("w", "wt", "wb"):
+        raise ValueError(f"atomic_file: mode must be 'w', 'wt' or 'wb', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, default=str)
+        binary = "b" in mode
+        with os.fdopen(handle, mode, encoding=None if binary else encoding) as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
+    with atomic_file(path) as out:
+        out.write(text)
+    return Path(path)
+
+
+def write_json_atomic(path: str | Path, obj: Any, *, indent: int | None = 2) -> Path:
+    """Write ``obj`` as JSON (non-JSON values as ``str``) to ``path`` atomically; returns ``path``."""
+    with atomic_file(path) as out:
+        json.dump(obj, out, indent=indent, default=str)
+    return Path(path)
+
+
+def write_jsonl_atomic(path: str | Path, records: Iterable[Any]) -> Path:
+    """Write one JSON object per line (UTF-8, not ASCII-escaped) to ``path`` atomically; returns ``path``."""
+    with atomic_file(path) as out:
+        for record in records:
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return Path(path)
+
+
+def write_parquet_atomic(path: str | Path, frame: pl.DataFrame) -> Path:
+    """Write a polars frame as parquet to ``path`` atomically; returns ``path``."""
+    with atomic_file(path, "wb") as out:
+        frame.write_parquet(out)
+    return Path(path)
 
 
 @contextmanager
@@ -38,7 +120,7 @@ def atomic_directory(final: str | Path, overwrite: bool = True) -> Iterator[Path
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
-    tmp.chmod(0o755)  # mkdtemp makes a private folder; outputs are shared
+    tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes a private folder; outputs are shared
     try:
         yield tmp
         if final.exists():
@@ -53,6 +135,7 @@ def atomic_directory(final: str | Path, overwrite: bool = True) -> Iterator[Path
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _fsync_folder(final.parent)
 
 
 def write_tables(out_dir: str | Path, tables: dict[str, pl.DataFrame], summary: dict, overwrite: bool = True) -> Path:
@@ -61,6 +144,8 @@ def write_tables(out_dir: str | Path, tables: dict[str, pl.DataFrame], summary: 
     Everything is written to a sibling temp dir first and renamed into place, so an
     interrupted or failed run never leaves a half-written ``out_dir``.
     """
+    from data_pipelines.schema import validate
+
     out_dir = Path(out_dir).resolve()
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"{out_dir}: exists and is not a directory")

@@ -25,11 +25,11 @@ from typing import Literal
 
 import polars as pl
 
+from data_pipelines.errors import UserError
 from data_pipelines.generic import ImportResult
 from data_pipelines.io import write_json_atomic
 from data_pipelines.report import DataError, RowReport
 from data_pipelines.schema import SPLITS, validate
-from user_embed.errors import UserError
 
 MOVIE_TAGS = (
     "sci-fi", "based on a book", "comedy", "action", "twist ending", "dystopia", "dark comedy",

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from data_pipelines.errors import UserError
 from data_pipelines.generic import ImportResult
 from data_pipelines.io import write_tables
-from user_embed.errors import UserError
 
 Report = Callable[[str], object]
 
@@ -65,15 +65,18 @@ def prepare_movielens_100k(
     out_dir: str | Path,
     seed: int = 0,
     *,
+    source: str | Path,
     strict: bool = False,
     build_qa: bool = True,
     report_to: Report = print,
 ) -> Path:
-    """Import the offline MovieLens-100k copy (fetched into the cache if needed) and :func:`prepare` it."""
-    from data_pipelines.movielens import import_movielens
-    from user_embed.assets import movielens_100k_dir
+    """Import the MovieLens-100k folder ``source`` and :func:`prepare` it with movie wording.
 
-    source = movielens_100k_dir(report=report_to)
+    ``source`` is given by the caller (`user-embed prepare movielens-100k` passes the offline
+    copy from :func:`user_embed.assets.movielens_100k_dir`); this package fetches nothing.
+    """
+    from data_pipelines.movielens import import_movielens
+
     return prepare(import_movielens(source, strict=strict), out_dir, seed=seed, build_qa=build_qa, report_to=report_to,
                    qa_config=movielens_qa_config())
 

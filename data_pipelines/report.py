@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from user_embed.errors import UserError
+from data_pipelines.errors import UserError
 
 
 class DataError(UserError):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from user_embed.errors import UserError
+from data_pipelines.errors import UserError
 
 #: Required columns per table: name -> (dtype, nullable).
 TABLES: dict[str, dict[str, tuple[pl.DataType, bool]]] = {

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 import polars as pl
 
-if TYPE_CHECKING:
-    from data_pipelines.userqa import UserQAConfig
+from data_pipelines.userqa_config import TASK_NAMES, UserQAConfig, bucket_bounds
 
 KEYS = ["user_id", "replica"]  # one candidate question = one (user, replica)
 
@@ -227,15 +226,6 @@ def next_category(ctx: QAContext, task: str, replicas: int) -> TaskResult:
     return _item_category(ctx, task, replicas, ctx.first_future, "next item has no categories")
 
 
-def bucket_bounds(labels: tuple[str, ...]) -> list[tuple[int, int]]:
-    """``("0", "1-2")`` -> ``[(0, 0), (1, 2)]``; raises ValueError on a malformed label."""
-    bounds = []
-    for label in labels:
-        lo, _, hi = label.partition("-")
-        bounds.append((int(lo), int(hi or lo)))
-    return bounds
-
-
 def category_count(ctx: QAContext, task: str, replicas: int) -> TaskResult:
     """How many of the last W history items have category C, answered with a count bucket.
 
@@ -413,3 +403,5 @@ TASKS: dict[str, TaskSpec] = {
     "recent_top_category": TaskSpec("interest_perception", recent_top_category, _t_recent_top, True),
     "interest_shift": TaskSpec("interest_perception", interest_shift, _t_shift, False),
 }
+if tuple(TASKS) != TASK_NAMES:  # the config validates task names against TASK_NAMES
+    raise ImportError(f"userqa_tasks.TASKS {list(TASKS)} != userqa_config.TASK_NAMES {list(TASK_NAMES)}")

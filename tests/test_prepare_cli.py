@@ -120,8 +120,8 @@ def test_failed_prepare_leaves_no_output_dir(tmp_path, monkeypatch):
 
 
 def test_prepare_movielens_100k_uses_the_asset_folder(tmp_path, monkeypatch):
-    monkeypatch.setenv("USER_EMBED_ML100K", str(ml_folder(tmp_path / "cache")))
-    out = prepare_movielens_100k(tmp_path / "data", 3, build_qa=False, report_to=lambda _: None)
+    out = prepare_movielens_100k(tmp_path / "data", 3, source=ml_folder(tmp_path / "cache"), build_qa=False,
+                                 report_to=lambda _: None)
     assert read_table(out, "users").height == 2
 
 
@@ -213,8 +213,7 @@ def test_sources_table_is_the_extension_point(tmp_path, monkeypatch, capsys):
 @pytest.mark.skipif(not REAL_ML100K.is_dir(), reason="RecBole ML-100k copy not present")
 def test_real_ml100k_with_the_real_userqa_builder(tmp_path, monkeypatch):
     pytest.importorskip("data_pipelines.userqa")
-    monkeypatch.setenv("USER_EMBED_ML100K", str(REAL_ML100K))
-    out = prepare_movielens_100k(tmp_path / "data", 0, report_to=lambda _: None)
+    out = prepare_movielens_100k(tmp_path / "data", 0, source=REAL_ML100K, report_to=lambda _: None)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"]["events"] == 100_000 and summary["counts"]["qa"] > 0
     assert summary["qa"]

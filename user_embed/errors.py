@@ -1,12 +1,12 @@
-"""Error types for user mistakes: the CLI prints their message in one line, no traceback."""
+"""Error types for user mistakes: the CLI prints their message in one line, no traceback.
 
+:class:`UserError` and :class:`ConfigError` are defined in :mod:`data_pipelines.errors` (the
+pipelines raise them too) and re-exported here, so ``except UserError`` catches every one.
+"""
 
-class UserError(ValueError):
-    """Bad input from the user (file, config, flag, checkpoint). The message says what and where."""
+from data_pipelines.errors import ConfigError, UserError
 
-
-class ConfigError(UserError):
-    """A configuration value is unknown or inconsistent."""
+__all__ = ["CheckpointError", "ConfigError", "UserError"]
 
 
 class CheckpointError(UserError):

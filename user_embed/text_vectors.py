@@ -8,8 +8,6 @@ encoded once across runs; a cache file is written atomically.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -77,8 +75,7 @@ def encode_texts(texts: list[str], name_or_path: str = "default", use_cache: boo
 
 
 def _save(path: Path, cached: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    os.close(fd)
-    np.savez(tmp, keys=np.array(list(cached)), vectors=np.stack(list(cached.values())))
-    os.replace(tmp, path)
+    from data_pipelines.io import atomic_file
+
+    with atomic_file(path, "wb") as out:
+        np.savez(out, keys=np.array(list(cached)), vectors=np.stack(list(cached.values())))

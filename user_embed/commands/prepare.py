@@ -67,8 +67,10 @@ def _movielens_100k_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_movielens_100k(args: argparse.Namespace) -> int:
     from data_pipelines.prepare import prepare_movielens_100k
+    from user_embed.assets import movielens_100k_dir
 
-    prepare_movielens_100k(args.out, args.seed, strict=args.strict, build_qa=not args.no_qa)
+    prepare_movielens_100k(args.out, args.seed, source=movielens_100k_dir(report=print), strict=args.strict,
+                           build_qa=not args.no_qa)
     return 0
 
 
