@@ -1,5 +1,5 @@
-"""Source encoders (sequence, text, tabular) and the adapter: shapes, masks, padding invariance,
-empty histories, the registry, output scale and instruction awareness.
+"""Source encoders (sequence, text, tabular) and the adapters: shapes, masks, padding invariance,
+empty histories, the registries (and what each encoder reads), output scale and instruction awareness.
 
 Inputs are built by hand from per-user event lists, left-padded to any length, so the same
 user can be seen with more or less padding and next to different neighbours.
@@ -10,10 +10,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from user_embed.adapter import Adapter
+from user_embed.adapters import BaseAdapter, build_adapter, list_adapters, register_adapter
+from user_embed.adapters import registry as adapter_registry
 from user_embed.config import AdapterConfig, SourceConfig
 from user_embed.data.spec import DataSpec
-from user_embed.encoders import SourceInputs, build_encoder, list_encoders
+from user_embed.encoders import SourceInputs, build_encoder, encoder_reads, list_encoders
+from user_embed.encoders.base import READS
 from user_embed.encoders.registry import get_encoder_builder
 from user_embed.errors import ConfigError
 
@@ -88,6 +90,16 @@ def test_registry_lists_builtin_kinds_and_rejects_unknown(spec):
         SourceConfig(kind="sequence", dim=10, heads=4)
 
 
+def test_every_encoder_declares_what_it_reads():
+    for kind in list_encoders():
+        assert encoder_reads(kind) and encoder_reads(kind) <= READS, kind
+    assert encoder_reads("tabular") == {"profile"}
+    assert encoder_reads("text") == encoder_reads("text_events") == {"events", "item_texts"}
+    assert all("events" in encoder_reads(kind) for kind in ("sequence", "category_stats"))
+    with pytest.raises(ConfigError, match="unknown encoder kind 'graph'"):
+        encoder_reads("graph")
+
+
 @pytest.mark.parametrize("kind, tokens", [("sequence", 7), ("text", 3), ("tabular", 2), ("category_stats", 4)])
 def test_output_shapes_and_masks(spec, kind, tokens):
     encoder = make_encoder(kind, spec)
@@ -159,11 +171,11 @@ def _sources(spec: DataSpec, names: list[str], length: int = 8):
     return {kind: encoder(inputs) for kind, encoder in encoders.items()}
 
 
-def make_adapter(kind: str, num_tokens: int = 4, instruction_aware: bool = True) -> Adapter:
+def make_adapter(kind: str, num_tokens: int = 4, instruction_aware: bool = True) -> BaseAdapter:
     config = AdapterConfig(kind=kind, num_tokens=num_tokens, dim=32, layers=2, heads=2,
                            instruction_aware=instruction_aware, user_dim=24)
     torch.manual_seed(2)
-    return Adapter.from_config(config, {"sequence": 16, "text": 16, "tabular": 16}, D_LLM, RMS).eval()
+    return build_adapter(config, {"sequence": 16, "text": 16, "tabular": 16}, D_LLM, RMS).eval()
 
 
 @pytest.mark.parametrize("kind", ["mlp", "resampler"])
@@ -201,7 +213,7 @@ def test_question_tokens_let_one_word_change_the_soft_prompt(spec):
     config = AdapterConfig(kind="resampler", num_tokens=4, dim=32, layers=2, heads=2, user_dim=24,
                            question_tokens=True)
     torch.manual_seed(2)
-    adapter = Adapter.from_config(config, {"sequence": 16, "text": 16, "tabular": 16}, D_LLM, RMS).eval()
+    adapter = build_adapter(config, {"sequence": 16, "text": 16, "tabular": 16}, D_LLM, RMS).eval()
     sources = _sources(spec, ["long", "short"])
     words = torch.randn(2, 5, D_LLM) * RMS  # (B, Tq, d)
     mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
@@ -238,9 +250,79 @@ def test_user_without_events_gets_a_finite_profile_only_embedding(spec):
     assert all(torch.isfinite(p.grad).all() for p in adapter.parameters() if p.grad is not None)
 
 
-def test_unknown_adapter_kind_is_a_config_error():
-    with pytest.raises(ConfigError, match="adapter.kind 'qformer'"):
-        AdapterConfig(kind="qformer")
+def test_adapter_registry_lists_builtin_kinds_and_rejects_unknown():
+    assert list_adapters() == ["mlp", "pplug", "resampler"]
+    message = "unknown adapter kind 'qformer'; known: mlp, pplug, resampler"
+    with pytest.raises(ConfigError, match=message):
+        adapter_registry.get_adapter_builder("qformer")
+    config = AdapterConfig(kind="qformer")  # the config knows no kinds; building is where it fails
+    with pytest.raises(ConfigError, match=message):
+        build_adapter(config, {"sequence": 16}, D_LLM, RMS)
+
+
+def test_a_registered_adapter_kind_is_buildable_by_name(spec, monkeypatch):
+    monkeypatch.setattr(adapter_registry, "_BUILDERS", dict(adapter_registry._BUILDERS))  # undone after the test
+
+    @register_adapter("mean")
+    class MeanAdapter(BaseAdapter):
+        """The pooled user vector → one linear map to the K soft tokens."""
+
+        kind = "mean"
+
+        def __init__(self, source_dims, llm_dim, llm_embed_rms, num_tokens, dim, user_dim):
+            super().__init__(source_dims, llm_dim, num_tokens, dim, instruction_aware=False)
+            self.to_llm = torch.nn.Linear(dim, num_tokens * llm_dim)
+            self._build_output(llm_embed_rms, user_dim)
+
+        @classmethod
+        def from_config(cls, config, source_dims, llm_dim, llm_embed_rms):
+            return cls(source_dims, llm_dim, llm_embed_rms, config.num_tokens, config.dim, config.user_dim)
+
+        def soft_prompt(self, tokens, mask, pooled, cond, question_tokens, question_mask, pointer):
+            return self.scale_output(self.to_llm(pooled).view(-1, self.num_tokens, self.llm_dim))
+
+    assert "mean" in list_adapters()
+    config = AdapterConfig(kind="mean", num_tokens=3, dim=32, heads=2, user_dim=24)
+    adapter = build_adapter(config, {"sequence": 16, "text": 16, "tabular": 16}, D_LLM, RMS).eval()
+    assert isinstance(adapter, MeanAdapter)
+    out = adapter(_sources(spec, ["long", "short"]))
+    assert out.soft_prompt.shape == (2, 3, D_LLM) and out.user_vector.shape == (2, 24)
+    rms = out.soft_prompt.pow(2).mean(-1).sqrt()
+    torch.testing.assert_close(rms, torch.full_like(rms, RMS), rtol=1e-3, atol=0)
+    with pytest.raises(ValueError, match="registered twice"):
+        register_adapter("mean")(type("Other", (MeanAdapter,), {}))
+
+
+BLOCK = ["norm_q.weight", "norm_q.bias", "norm_kv.weight", "norm_kv.bias", "cross.in_proj_weight",
+         "cross.in_proj_bias", "cross.out_proj.weight", "cross.out_proj.bias", "norm_self.weight", "norm_self.bias",
+         "self_attn.in_proj_weight", "self_attn.in_proj_bias", "self_attn.out_proj.weight", "self_attn.out_proj.bias",
+         "norm_mlp.weight", "norm_mlp.bias", "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"]
+SOURCE_PROJ = ["source_proj.seq.weight", "source_proj.seq.bias", "source_proj.prof.weight", "source_proj.prof.bias"]
+QUESTION_PROJ = ["question_proj.weight", "question_proj.bias"]
+USER_HEAD = ["user_head.0.weight", "user_head.0.bias", "user_head.1.weight", "user_head.1.bias"]
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (dict(kind="mlp"), ["source_type", "out_scale", *SOURCE_PROJ, *QUESTION_PROJ, "mlp.0.weight", "mlp.0.bias",
+                        "mlp.3.weight", "mlp.3.bias", "to_llm.weight", "to_llm.bias", *USER_HEAD]),
+    (dict(kind="pplug", num_tokens=2), ["source_type", "instruction", "out_scale", *SOURCE_PROJ, *QUESTION_PROJ,
+                                        "to_llm.0.weight", "to_llm.0.bias", "to_llm.2.weight", "to_llm.2.bias",
+                                        *USER_HEAD]),
+    (dict(kind="resampler", layers=2, question_tokens=True, category_pointer=True),
+     ["source_type", "question_type", "queries", "pointer_gate", "mention_type", "out_scale", *SOURCE_PROJ,
+      *QUESTION_PROJ, "question_token_proj.weight", "question_token_proj.bias",
+      *[f"blocks.{i}.{name}" for i in range(2) for name in BLOCK], "to_llm.weight", "to_llm.bias",
+      "pointer_query.weight", "pointer_query.bias", *USER_HEAD]),
+    (dict(kind="resampler", layers=1, instruction_aware=False),
+     ["source_type", "queries", "out_scale", *SOURCE_PROJ, *[f"blocks.0.{name}" for name in BLOCK], "to_llm.weight",
+      "to_llm.bias", *USER_HEAD]),
+], ids=["mlp", "pplug", "resampler_all_options", "resampler_blind"])
+def test_adapter_parameter_names_and_order_are_the_checkpoint_format(overrides, expected):
+    """Golden: saved embedders load by these names, and seeded builds depend on this creation order."""
+    config = AdapterConfig(**{"dim": 8, "heads": 2, **overrides})
+    adapter = build_adapter(config, {"seq": 4, "prof": 3}, 6, 0.1)
+    assert list(adapter.state_dict()) == expected
+    assert [name for name, _ in adapter.named_parameters()] == expected
 
 
 def test_named_category_tokens_are_the_names_of_the_users_top_categories(spec):
@@ -269,7 +351,7 @@ def test_pplug_adapter_one_question_weighted_user_token_and_one_shared_instructi
     config = AdapterConfig(kind="pplug", num_tokens=2, dim=32, heads=2, user_dim=24)
     torch.manual_seed(2)
     events = make_encoder("text_events", spec)
-    adapter = Adapter.from_config(config, {"text_events": events.dim}, D_LLM, RMS).eval()
+    adapter = build_adapter(config, {"text_events": events.dim}, D_LLM, RMS).eval()
     inputs = make_inputs(["long", "short", "empty"], 8)
     out = events(inputs)
     assert out.tokens.shape == (3, 8, 8) and torch.equal(out.mask, inputs.mask)
@@ -292,7 +374,7 @@ def pointer_setup(spec: DataSpec):
     config = AdapterConfig(kind="resampler", num_tokens=2, dim=32, layers=1, heads=2, user_dim=24,
                            category_pointer=True)
     torch.manual_seed(2)
-    adapter = Adapter.from_config(config, {"sequence": 16, "text": 16, "tabular": 16}, D_LLM, RMS).eval()
+    adapter = build_adapter(config, {"sequence": 16, "text": 16, "tabular": 16}, D_LLM, RMS).eval()
     keys = CategoryPointerKeys(spec.num_categories, D_LLM, max_len=12, dim=32).eval()
     names = torch.randn(3, D_LLM) * RMS
     keys.set_names(names)

@@ -68,10 +68,22 @@ class EncoderOutput:
     mask: torch.Tensor
 
 
+#: What an encoder may read (:attr:`SourceEncoder.reads`): ``events`` — the event history (items, categories,
+#: values, gaps, mask; cut to ``max_len``); ``item_texts`` — the items' frozen text vectors, which the data module
+#: computes for the source's ``text_encoder``; ``profile`` — the user's profile fields (profile_cat, profile_num).
+READS = frozenset({"events", "item_texts", "profile"})
+
+
 class SourceEncoder(nn.Module):
-    """Base class: subclasses set ``dim`` and implement ``forward(inputs) -> EncoderOutput``."""
+    """Base class: subclasses set ``kind``, ``reads`` and ``dim`` and implement ``forward(inputs) -> EncoderOutput``.
+
+    ``reads`` (a non-empty subset of :data:`READS`) declares what the kind reads, so callers need not know kinds
+    by name: only sources that read ``events`` count towards the longest history, only those that read
+    ``item_texts`` need the data module's item text vectors.
+    """
 
     kind: str = ""
+    reads: frozenset[str] = frozenset()
     dim: int
 
     def forward(self, inputs: SourceInputs) -> EncoderOutput:  # pragma: no cover - interface

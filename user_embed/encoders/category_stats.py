@@ -77,6 +77,7 @@ class CategoryStatsEncoder(SourceEncoder):
     """Category-frequency tokens over recency windows (+ one summary token) → (B, C, d)."""
 
     kind = "category_stats"
+    reads = frozenset({"events"})
 
     def __init__(self, num_categories: int, dim: int = 64, max_len: int = 50, dropout: float = 0.1):
         super().__init__()

@@ -24,6 +24,7 @@ class GRU4RecEncoder(SourceEncoder):
     """Multi-layer GRU over event tokens → (B, L, d) states, one per event (``heads`` is unused)."""
 
     kind = "gru4rec"
+    reads = frozenset({"events"})
     causal = True
 
     def __init__(self, num_items: int, num_categories: int, dim: int = 64, layers: int = 1, max_len: int = 50,

@@ -69,6 +69,7 @@ class HSTUEncoder(SourceEncoder):
     """Causal HSTU-style stack over event tokens → (B, L, d) states, one per event."""
 
     kind = "hstu"
+    reads = frozenset({"events"})
     causal = True
 
     def __init__(self, num_items: int, num_categories: int, dim: int = 64, layers: int = 2, heads: int = 2,

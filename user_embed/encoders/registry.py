@@ -37,13 +37,19 @@ def get_encoder_builder(kind: str) -> Callable:
     return _BUILDERS[kind]
 
 
+def encoder_reads(kind: str) -> frozenset[str]:
+    """What the encoder registered as ``kind`` reads: a subset of ``{"events", "item_texts", "profile"}``
+    (``user_embed.encoders.base.READS``); unknown kinds are a ConfigError like :func:`get_encoder_builder`."""
+    return get_encoder_builder(kind).reads
+
+
 def _load_builtin() -> None:
     # Importing the modules runs their @register_encoder decorators.
+    # The package folder is read from this file's location, not by importing the package (no import cycle).
     import importlib
     import pkgutil
+    from pathlib import Path
 
-    import user_embed.encoders as package
-
-    for module in pkgutil.iter_modules(package.__path__):
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
         if module.name not in ("base", "registry"):
             importlib.import_module(f"user_embed.encoders.{module.name}")

@@ -65,6 +65,7 @@ class SASRecEncoder(SourceEncoder):
     """Causal Transformer (SASRec) over event tokens → (B, L, d) states, one per event."""
 
     kind = "sasrec"
+    reads = frozenset({"events"})
     causal = True
 
     def __init__(self, num_items: int, num_categories: int, dim: int = 64, layers: int = 2, heads: int = 2,

@@ -56,6 +56,7 @@ class SequenceEncoder(SourceEncoder):
     """Transformer encoder (pre-LN, bidirectional) over event tokens → (B, L, d) states."""
 
     kind = "sequence"
+    reads = frozenset({"events"})
 
     def __init__(self, num_items: int, num_categories: int, dim: int = 128, layers: int = 2, heads: int = 4,
                  max_len: int = 50, dropout: float = 0.1):

@@ -16,6 +16,7 @@ class TabularEncoder(SourceEncoder):
     """Field token = value embedding (categorical) or value·w + b (numeric) + a field embedding → (B, F+G, d)."""
 
     kind = "tabular"
+    reads = frozenset({"profile"})
 
     def __init__(self, cat_vocab_sizes: list[int], num_fields: int, dim: int = 128, dropout: float = 0.1):
         super().__init__()

@@ -34,6 +34,7 @@ class TextEncoder(SourceEncoder):
     """Frozen item-text vectors → projection + recency → K-query attention pooling → (B, K, d)."""
 
     kind = "text"
+    reads = frozenset({"events", "item_texts"})
 
     def __init__(self, item_vectors: torch.Tensor, dim: int = 128, num_tokens: int = 4, heads: int = 4,
                  max_len: int = 50, dropout: float = 0.1):

@@ -21,6 +21,7 @@ class TextEventsEncoder(SourceEncoder):
     """(B, L) item ids → (B, L, d_text) frozen item-text vectors, masked like the history."""
 
     kind = "text_events"
+    reads = frozenset({"events", "item_texts"})
 
     def __init__(self, item_vectors: torch.Tensor):
         super().__init__()

@@ -74,6 +74,7 @@ class TrmppEncoder(SourceEncoder):
     """Causal Trm++ (RoPE, RMSNorm, SwiGLU) over event tokens → (B, L, d) states, one per event."""
 
     kind = "trmpp"
+    reads = frozenset({"events"})
     causal = True
 
     def __init__(self, num_items: int, num_categories: int, dim: int = 64, layers: int = 2, heads: int = 2,
