@@ -86,28 +86,29 @@ def history_texts(data_dir: Path, user_ids: list[str], events: int) -> dict[str,
     return {u: f"Recently watched, oldest first: {found.get(u, 'nothing')}" for u in user_ids}
 
 
-def time_method(personalizer, method: str, requests: list, contexts: dict[str, str], batch_size: int,
+def time_method(lm, users, method: str, requests: list, contexts: dict[str, str], batch_size: int,
                 batches: int, max_new_tokens: int, repeats: int = 3, ignore_eos: bool = False) -> dict:
     """Prompt tokens, TTFT (a 1-token run), output tokens/s and total time over ``batches`` batches.
 
     Each timing is the median of ``repeats`` runs (one run where a run takes over a minute).
     """
+    from user_embed.data.collate import Example
     from user_embed.generate import SamplingConfig
 
-    backend = _backend(method)
+    backend = lm.backend(_backend(method))
     chunks = [requests[i:i + batch_size] for i in range(0, batches * batch_size, batch_size)]
     chunks = [c for c in chunks if len(c) == batch_size]
 
     def run(chunk, tokens: int) -> tuple[float, list[int], list[list[int]]]:
         start = time.perf_counter()
+        examples = [Example(r.user_id, r.question, "", []) for r in chunk]
         if method.startswith("soft"):
-            prompts = personalizer.embed(chunk)
+            prompts = lm.prompt_embeds(users, examples)
         else:
-            prompts = personalizer.text_embeds([r.question for r in chunk], [contexts[r.user_id] for r in chunk])
-        raw = backend.generate_tokens(personalizer, prompts,
-                                      SamplingConfig(max_new_tokens=tokens, ignore_eos=ignore_eos and tokens > 1))
+            prompts = lm.prompt_embeds(users, examples, "text", [contexts[r.user_id] for r in chunk])
+        raw = backend.generate_tokens(prompts, SamplingConfig(max_new_tokens=tokens, ignore_eos=ignore_eos and tokens > 1))
         seconds = time.perf_counter() - start
-        return seconds, prompts.lengths, [personalizer.decode(r, [])[1] for r in raw]
+        return seconds, prompts.lengths, [lm.decode(r, [])[1] for r in raw]
 
     run(chunks[0][:1], 2)  # warm-up (allocations, first-call overheads)
     ttft = [_median_run(lambda: run(chunk, 1), repeats)[0] for chunk in chunks]
@@ -132,18 +133,18 @@ def _median_run(run, repeats: int, budget_s: float = 60.0):
     return sorted(runs, key=lambda r: r[0])[len(runs) // 2]
 
 
-def _backend(method: str):
-    from user_embed.generate import hf, vllm
-
-    return vllm if method.endswith("vllm") else hf
+def _backend(method: str) -> str:
+    return "vllm" if method.endswith("vllm") else "hf"
 
 
 def measure(args: argparse.Namespace, methods: list[str]) -> dict:
     """Run ``methods`` in this interpreter; returns {method: {"b1": …, "b32": …}}."""
-    from user_embed.generate import load
+    from user_embed.model import PersonalizedLM
+    from user_embed.store import UserStore
 
     started = time.perf_counter()
-    personalizer = load(args.checkpoint, args.data, device=args.device)
+    lm = PersonalizedLM.from_pretrained(args.checkpoint, device=args.device)
+    users = UserStore.from_folder(args.data)
     load_s = time.perf_counter() - started
     need = max(max(args.batch_sizes), args.batches)
     requests = pick_requests(Path(args.data), need)
@@ -153,12 +154,12 @@ def measure(args: argparse.Namespace, methods: list[str]) -> dict:
         entry = {"label": METHODS[method], "load_s": round(load_s, 2)}
         if method.endswith("vllm"):
             started = time.perf_counter()
-            _backend(method).engine(personalizer)
+            lm.backend(_backend(method)).prepare()
             entry["engine_start_s"] = round(time.perf_counter() - started, 2)
         for size in args.batch_sizes:
             batches = args.batches if size == 1 else 1
             print(f"  {method} batch {size} …", file=sys.stderr, flush=True)
-            entry[f"b{size}"] = time_method(personalizer, method, requests, contexts, size, batches,
+            entry[f"b{size}"] = time_method(lm, users, method, requests, contexts, size, batches,
                                             args.max_new_tokens, args.repeats, args.ignore_eos)
         results[method] = entry
     return results
@@ -293,9 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     result["targets"] = {k: {"target": v, "measured": result["ratios"].get(k),
                              "met": result["ratios"].get(k) is not None and result["ratios"][k] >= v}
                          for k, v in TARGETS.items()}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    from data_pipelines.io import write_text_atomic
+
+    out = write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
     chart(result, Path(args.chart) if args.chart else out.with_suffix(".png"))
     print(json.dumps(result["ratios"]))
     return 0

@@ -53,8 +53,8 @@ class World:
 def build_embedder(llm: Path, data: Path, out: Path) -> Path:
     """A random K=2 embedder (sequence + profile) for the tiny LLM, saved like a trained one."""
     from user_embed.config import AdapterConfig, LLMConfig, LossConfig, SourceConfig
-    from user_embed.data.datamodule import UserDataModule
-    from user_embed.module import UserEmbedModule
+    from user_embed.training.datamodule import UserDataModule
+    from user_embed.training.module import UserEmbedModule
 
     torch.manual_seed(0)
     module = UserEmbedModule(
@@ -871,7 +871,7 @@ def test_limit_users_without_events_get_profile_only_vectors(world, tmp_path, ca
 
 def test_limit_training_data_reports_truncation(world, capsys):
     """The data module names the policy and counts the questions whose history it cut (12 events, max_history 8)."""
-    from user_embed.data.datamodule import UserDataModule
+    from user_embed.training.datamodule import UserDataModule
 
     data = UserDataModule(str(world.data), max_history=8, item_text_vectors=False, contrastive_texts=False)
     data.setup()

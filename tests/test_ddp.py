@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from user_embed.config import AdapterConfig, LLMConfig, LossConfig, SourceConfig
-from user_embed.data.datamodule import UserDataModule
-from user_embed.module import UserEmbedModule
+from user_embed.training.datamodule import UserDataModule
+from user_embed.training.module import UserEmbedModule
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -35,8 +35,8 @@ def build_varied_llm(folder: Path, seed: int = 0, std: float = 0.3, **kwargs) ->
 def build_tiny_embedder(llm_dir: Path, data_dir: Path, out: Path, num_tokens: int = 3) -> Path:
     """A random K-token embedder (sequence + profile sources) for the tiny LLM, saved like a trained one."""
     from user_embed.config import AdapterConfig, LLMConfig, LossConfig, SourceConfig
-    from user_embed.data.datamodule import UserDataModule
-    from user_embed.module import UserEmbedModule
+    from user_embed.training.datamodule import UserDataModule
+    from user_embed.training.module import UserEmbedModule
 
     torch.manual_seed(0)
     module = UserEmbedModule(
@@ -60,10 +60,23 @@ def setup(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def personalizer(setup):
-    from user_embed.generate import load
+def lm(setup):
+    from user_embed.model import PersonalizedLM
 
-    return load(setup["embedder"], setup["data"])
+    return PersonalizedLM.from_pretrained(setup["embedder"], device="cpu")
+
+
+@pytest.fixture(scope="module")
+def users(setup):
+    from user_embed.store import UserStore
+
+    return UserStore.from_folder(setup["data"])
+
+
+def prompt_embeds(lm, users, requests):
+    """The requests' prompts as left-padded embeddings with their soft prompts spliced in."""
+    examples = lm.examples(users, [r.user_id for r in requests], [r.question for r in requests])
+    return lm.prompt_embeds(users, examples)
 
 
 QUESTIONS = ["which genre has this user watched most ?",
@@ -71,69 +84,69 @@ QUESTIONS = ["which genre has this user watched most ?",
              "is the user profile more comedy or horror ?"]
 
 
-def test_batched_left_padded_equals_one_by_one(personalizer):
-    from user_embed.generate import Request, SamplingConfig, generate
+def test_batched_left_padded_equals_one_by_one(lm, users):
+    from user_embed.generate import Request, SamplingConfig
 
     requests = [Request(f"u{i}", q) for i, q in enumerate(QUESTIONS)]
     sampling = SamplingConfig(max_new_tokens=8)
-    batched = generate(personalizer, requests, sampling=sampling, batch_size=3)
-    single = generate(personalizer, requests, sampling=sampling, batch_size=1)
+    batched = lm.generate_results(users, requests, sampling=sampling, batch_size=3)
+    single = lm.generate_results(users, requests, sampling=sampling, batch_size=1)
     assert len({r.prompt_tokens for r in batched}) == 3  # really padded: three lengths
     assert [r.token_ids for r in batched] == [r.token_ids for r in single]
     assert all(r.error is None and r.output_tokens == len(r.token_ids) > 0 for r in batched)
 
 
-def test_ignore_eos_generates_exactly_max_new_tokens(personalizer):
-    from user_embed.generate import Request, SamplingConfig, generate
+def test_ignore_eos_generates_exactly_max_new_tokens(lm, users):
+    from user_embed.generate import Request, SamplingConfig
 
     requests = [Request(f"u{i}", q) for i, q in enumerate(QUESTIONS)]
-    results = generate(personalizer, requests, sampling=SamplingConfig(max_new_tokens=7, ignore_eos=True), batch_size=3)
+    results = lm.generate_results(users, requests, sampling=SamplingConfig(max_new_tokens=7, ignore_eos=True), batch_size=3)
     assert [r.output_tokens for r in results] == [7, 7, 7]
-    free = generate(personalizer, requests, sampling=SamplingConfig(max_new_tokens=7), batch_size=3)
+    free = lm.generate_results(users, requests, sampling=SamplingConfig(max_new_tokens=7), batch_size=3)
     for fixed, short in zip(results, free):  # greedy: the free answer is a prefix of the fixed-length one
         assert fixed.token_ids[: len(short.token_ids)] == short.token_ids
 
 
-def test_kv_cache_generation_matches_full_forward_greedy(personalizer):
+def test_kv_cache_generation_matches_full_forward_greedy(lm, users):
     """generate (KV cache, positions from the mask) == argmax over a full forward of the growing sequence."""
-    from user_embed.generate import Request, SamplingConfig, generate
+    from user_embed.generate import Request, SamplingConfig
 
     request = Request("u1", QUESTIONS[1])
-    prompt = personalizer.embed([Request("u0", QUESTIONS[0]), request])  # row 1 is left-padded? ensure real rows
+    prompt = prompt_embeds(lm, users, [Request("u0", QUESTIONS[0]), request])  # row 1 is left-padded? ensure real rows
     row = prompt.rows()[1]  # (L, d), real positions only
-    llm, embedding = personalizer.module.llm, personalizer.module.llm.get_input_embeddings()
+    llm, embedding = lm.llm, lm.llm.get_input_embeddings()
     sequence, expected = row[None], []
     with torch.no_grad():
         for _ in range(6):
             token = int(llm(inputs_embeds=sequence, use_cache=False).logits[0, -1].argmax())
-            if token in personalizer.eos_ids:
+            if token in lm.eos_ids:
                 break
             expected.append(token)
             sequence = torch.cat([sequence, embedding(torch.tensor([[token]]))], 1)
-    [result] = generate(personalizer, [request], sampling=SamplingConfig(max_new_tokens=6))
+    [result] = lm.generate_results(users, [request], sampling=SamplingConfig(max_new_tokens=6))
     assert result.token_ids == expected
     assert result.prompt_tokens == row.shape[0]
 
 
-def test_soft_prompt_depends_on_user_and_sits_in_the_template(personalizer):
+def test_soft_prompt_depends_on_user_and_sits_in_the_template(lm, users):
     from user_embed.generate import Request
 
-    a, b = personalizer.embed([Request("u0", QUESTIONS[0]), Request("u1", QUESTIONS[0])]).rows()
+    a, b = prompt_embeds(lm, users, [Request("u0", QUESTIONS[0]), Request("u1", QUESTIONS[0])]).rows()
     assert a.shape == b.shape  # same question → same prompt length (K soft + template + question)
     differs = (a - b).abs().amax(-1) > 0  # (L,)
-    k = personalizer.module.embedder.num_tokens
+    k = lm.embedder.num_tokens
     assert int(differs.sum()) == k  # only the K soft positions depend on the user
     start = int(differs.nonzero()[0])
     assert bool(differs[start:start + k].all())
     assert 0 < start < a.shape[0] - k  # inside the chat template, not at either end
 
 
-def test_bad_rows_are_reported_and_others_answered(personalizer):
-    from user_embed.generate import Request, SamplingConfig, generate
+def test_bad_rows_are_reported_and_others_answered(lm, users):
+    from user_embed.generate import Request, SamplingConfig
 
     requests = [Request("u0", QUESTIONS[0]), Request("nobody", QUESTIONS[0]), Request("u1", "   "),
                 Request(None, QUESTIONS[0]), Request("u2", QUESTIONS[2])]
-    results = generate(personalizer, requests, sampling=SamplingConfig(max_new_tokens=4), batch_size=2)
+    results = lm.generate_results(users, requests, sampling=SamplingConfig(max_new_tokens=4), batch_size=2)
     assert "unknown user 'nobody'" in results[1].error
     assert results[2].error == "empty question"
     assert results[3].error == "missing user_id"
@@ -142,34 +155,34 @@ def test_bad_rows_are_reported_and_others_answered(personalizer):
     assert results[1].answer is None
 
 
-def test_a_failing_row_does_not_sink_its_batch(personalizer):
-    from user_embed.generate import Request, SamplingConfig, generate
+def test_a_failing_row_does_not_sink_its_batch(lm, users):
+    from user_embed.generate import Request, SamplingConfig
 
     too_long = " ".join(["which"] * 600)  # the tiny LLM has 512 positions
     requests = [Request("u0", QUESTIONS[0]), Request("u1", too_long), Request("u2", QUESTIONS[1])]
-    results = generate(personalizer, requests, sampling=SamplingConfig(max_new_tokens=3), batch_size=3)
+    results = lm.generate_results(users, requests, sampling=SamplingConfig(max_new_tokens=3), batch_size=3)
     assert "question too long" in results[1].error and "512 positions" in results[1].error
     assert results[0].error is None and results[2].error is None and results[2].output_tokens > 0
 
 
-def test_stop_strings_and_seeded_sampling(personalizer):
-    from user_embed.generate import Request, SamplingConfig, generate
+def test_stop_strings_and_seeded_sampling(lm, users):
+    from user_embed.generate import Request, SamplingConfig
     from user_embed.generate.common import cut_at_stop
 
     assert cut_at_stop("a b c d", ["c", "d"]) == "a b "
     assert cut_at_stop("a b", ["x"]) == "a b"
     request = Request("u0", QUESTIONS[0])
-    [free] = generate(personalizer, [request], sampling=SamplingConfig(max_new_tokens=12))
+    [free] = lm.generate_results(users, [request], sampling=SamplingConfig(max_new_tokens=12))
     words = free.answer.split()
     assert len(words) >= 3, free.answer
     stop = words[2]
-    [stopped] = generate(personalizer, [request], sampling=SamplingConfig(max_new_tokens=12, stop=[stop]))
+    [stopped] = lm.generate_results(users, [request], sampling=SamplingConfig(max_new_tokens=12, stop=[stop]))
     assert stop not in stopped.answer
     assert stopped.answer == free.answer[: free.answer.find(stop)]
     assert stopped.output_tokens <= free.output_tokens
     hot = SamplingConfig(max_new_tokens=10, temperature=1.5, top_p=0.95, seed=7)
-    first = generate(personalizer, [request], sampling=hot)[0].token_ids
-    assert generate(personalizer, [request], sampling=hot)[0].token_ids == first
+    first = lm.generate_results(users, [request], sampling=hot)[0].token_ids
+    assert lm.generate_results(users, [request], sampling=hot)[0].token_ids == first
 
 
 def test_sampling_settings_are_checked():
@@ -183,25 +196,25 @@ def test_sampling_settings_are_checked():
 
 def test_embedder_for_another_llm_is_refused(setup):
     from user_embed.errors import CheckpointError
-    from user_embed.generate import load
+    from user_embed.model import PersonalizedLM
 
     other = build_varied_llm(setup["root"] / "other-llm", seed=1)  # same width, different model
     with pytest.raises(CheckpointError, match="trained for LLM"):
-        load(setup["embedder"], setup["data"], llm=str(other))
+        PersonalizedLM.from_pretrained(setup["embedder"], llm=str(other))
     wider = build_tiny_llm(setup["root"] / "wide-llm", hidden=96, heads=3)
     with pytest.raises(CheckpointError, match="hidden size"):
-        load(setup["embedder"], setup["data"], llm=str(wider))
+        PersonalizedLM.from_pretrained(setup["embedder"], llm=str(wider))
 
 
-def test_missing_vllm_gives_install_hint(personalizer, monkeypatch):
+def test_missing_vllm_gives_install_hint(lm, users, monkeypatch):
     from user_embed.errors import UserError
-    from user_embed.generate import Request, generate
+    from user_embed.generate import Request
 
     monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm → ImportError
     with pytest.raises(UserError, match="vLLM backend needs vLLM"):
-        generate(personalizer, [Request("u0", "which genre ?")], backend="vllm")
+        lm.generate_results(users, [Request("u0", "which genre ?")], backend="vllm")
     with pytest.raises(UserError, match="unknown backend"):
-        generate(personalizer, [Request("u0", "which genre ?")], backend="tgi")
+        lm.generate_results(users, [Request("u0", "which genre ?")], backend="tgi")
 
 
 def _cli(argv: list[str], capsys) -> tuple[int, str, str]:

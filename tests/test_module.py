@@ -22,13 +22,13 @@ import pytest
 import torch
 
 from data_pipelines.io import write_tables
-from user_embed.adapter import AdapterOutput
+from user_embed.adapters import AdapterOutput
 from user_embed.config import AdapterConfig, LLMConfig, LossConfig, OptimConfig, SourceConfig
-from user_embed.data.datamodule import UserDataModule
+from user_embed.training.datamodule import UserDataModule
 from user_embed.llm.prompt import PromptBuilder
 from user_embed.llm.soft_prompt import collate_prompts
 from user_embed.losses import answer_loss
-from user_embed.module import UserEmbedModule
+from user_embed.training.module import UserEmbedModule
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -133,7 +133,7 @@ def accuracy(module: UserEmbedModule, loader, soft: str = "trained") -> float:
         module.eval()
         right = total = 0
         for batch in loader:
-            predictions, _ = module.answer_choices(batch)
+            predictions, _ = module.model.answer_choices(batch)
             right += sum(p == ex.answer for p, ex in zip(predictions, batch.examples))
             total += len(batch)
         return right / total
@@ -146,7 +146,7 @@ def test_gradients_reach_encoders_and_adapter_but_not_the_llm(tiny_llm_dir, tmp_
     data.setup()
     module = make_module(tiny_llm_dir).build(data.spec)
     module.train()
-    assert not module.llm.training  # the frozen LLM never runs dropout, even in train mode
+    assert not module.model.llm.training  # the frozen LLM never runs dropout, even in train mode
     batch = next(iter(data.train_dataloader()))
     losses = module.losses(batch)
     assert set(losses) == {"qa_loss", "loss"} and torch.isfinite(losses["loss"])
@@ -158,7 +158,7 @@ def test_gradients_reach_encoders_and_adapter_but_not_the_llm(tiny_llm_dir, tmp_
         assert parameter.grad is not None, name
     assert module.embedder.encoders["ratings"].embed.item.weight.grad.abs().sum() > 0
     assert module.embedder.adapter.question_proj.weight.grad.abs().sum() > 0
-    assert all(p.grad is None and not p.requires_grad for p in module.llm.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in module.model.llm.parameters())
     trainable = {n for n, p in module.named_parameters() if p.requires_grad}
     assert trainable and not any(n.startswith("llm.") for n in trainable)
 
@@ -167,15 +167,15 @@ def test_named_category_tokens_start_from_the_llms_own_name_embeddings(tiny_llm_
     data = make_data(tmp_path / "data")
     data.setup()
     module = make_module(tiny_llm_dir, named=3, pointer=True).build(data.spec)
-    embedding = module.llm.get_input_embeddings().weight
+    embedding = module.model.llm.get_input_embeddings().weight
     for row, name in enumerate(data.spec.categories):
-        ids = module.tokenizer(name, add_special_tokens=False)["input_ids"]
+        ids = module.model.tokenizer(name, add_special_tokens=False)["input_ids"]
         torch.testing.assert_close(module.embedder.named_categories.names[row], embedding[ids].mean(0))
     torch.testing.assert_close(module.embedder.category_pointer.names, module.embedder.named_categories.names)
     assert module.embedder.num_tokens == 2 + 3
     module.train()
     batch = next(iter(data.train_dataloader()))
-    prompt = module.prompt_batch(batch.examples, with_answers=True)
+    prompt = module.model.prompt_batch(batch.examples, with_answers=True)
     assert int(prompt.soft_mask[0].sum()) == 5  # K adapter tokens + 3 named tokens in the soft slot
     module.losses(batch)["loss"].backward()
     assert module.embedder.named_categories.shift[0].weight.grad.abs().sum() > 0
@@ -194,7 +194,7 @@ def test_tiny_model_learns_a_fact_only_the_embedding_carries(reading_llm_dir, tm
                         num_sanity_val_steps=0, default_root_dir=str(tmp_path))
     data.setup()
     module.build(data.spec)
-    before_llm = {k: v.clone() for k, v in module.llm.state_dict().items()}
+    before_llm = {k: v.clone() for k, v in module.model.llm.state_dict().items()}
     before_embedder = {k: v.clone() for k, v in module.embedder.state_dict().items()}
     chance_train = accuracy(module, data.train_dataloader())
     trainer.fit(module, datamodule=data)
@@ -212,7 +212,7 @@ def test_tiny_model_learns_a_fact_only_the_embedding_carries(reading_llm_dir, tm
     item_table = "encoders.ratings.embed.item.weight"
     assert not torch.equal(before_embedder[item_table], after_embedder[item_table])
     assert not torch.equal(before_embedder["adapter.to_llm.weight"], after_embedder["adapter.to_llm.weight"])
-    after_llm = module.llm.state_dict()
+    after_llm = module.model.llm.state_dict()
     assert all(torch.equal(before_llm[k], after_llm[k]) for k in before_llm)
     assert (tmp_path / "embedder" / "model.safetensors").is_file()
 
@@ -228,8 +228,8 @@ def test_alignment_phase_trains_without_the_llm_then_joint_steps_follow(reading_
     data.setup()
     module.build(data.spec)
     llm_calls = []
-    original_forward = module.llm.forward
-    module.llm.forward = lambda *a, **k: llm_calls.append(module.global_step) or original_forward(*a, **k)
+    original_forward = module.model.llm.forward
+    module.model.llm.forward = lambda *a, **k: llm_calls.append(module.global_step) or original_forward(*a, **k)
     logged: list[set[str]] = []
     aligned_after_phase = []
     step_losses = module.losses
@@ -238,8 +238,8 @@ def test_alignment_phase_trains_without_the_llm_then_joint_steps_follow(reading_
         if len(logged) == 60:  # the first joint step: how well does the embedder point at the answer now?
             with torch.no_grad():
                 test = next(iter(data.test_dataloader()))
-                soft = module.embedder_output(test, module.prompt_batch(test.examples, with_answers=False))
-                aligned_after_phase.append(module.option_alignment(test.examples, soft.soft_prompt)[1].item())
+                soft = module.model.embedder_output(test, module.model.prompt_batch(test.examples, with_answers=False))
+                aligned_after_phase.append(module.model.option_alignment(test.examples, soft.soft_prompt)[1].item())
         out = step_losses(batch, frozen_prefix, alignment_only)
         logged.append(set(out))
         return out
@@ -256,7 +256,7 @@ def test_alignment_phase_trains_without_the_llm_then_joint_steps_follow(reading_
 
 
 def test_learning_rate_restarts_its_warmup_and_decay_for_the_joint_phase():
-    from user_embed.module import learning_rate_factor
+    from user_embed.training.schedule import learning_rate_factor
 
     optim = OptimConfig(lr=1e-2, warmup_steps=2, min_lr_ratio=0.1, alignment_steps=10, alignment_lr=1e-3)
     factors = [learning_rate_factor(step, 30, optim) for step in range(30)]
@@ -271,9 +271,9 @@ def test_learning_rate_restarts_its_warmup_and_decay_for_the_joint_phase():
 def test_the_system_prompt_is_recorded_with_the_llm(tiny_llm_dir):
     from user_embed.llm.load import load_llm
 
-    assert load_llm(LLMConfig(name_or_path=str(tiny_llm_dir), system_prompt="You rate movies.")).info[
-        "system_prompt"] == "You rate movies."
-    assert load_llm(LLMConfig(name_or_path=str(tiny_llm_dir))).info["system_prompt"] == ""
+    assert load_llm(LLMConfig(name_or_path=str(tiny_llm_dir), system_prompt="You rate movies.")
+                    ).record.system_prompt == "You rate movies."
+    assert load_llm(LLMConfig(name_or_path=str(tiny_llm_dir))).record.system_prompt == ""
 
 
 def sequence_module(data: UserDataModule, llm: LLMConfig) -> UserEmbedModule:
@@ -290,14 +290,14 @@ def test_lora_weights_travel_with_the_exported_embedder(tiny_llm_dir, tmp_path):
     data.setup()
     module = sequence_module(data, LLMConfig(name_or_path=str(tiny_llm_dir), lora=True, lora_r=4, lora_dropout=0.0))
     with torch.no_grad():  # as if trained: LoRA's B matrices start at zero, which would hide a lost adapter
-        for name, parameter in module.llm.named_parameters():
+        for name, parameter in module.model.llm.named_parameters():
             if "lora_B" in name:
                 parameter.normal_(0, 0.5)
     module.eval()
     batch = next(iter(data.test_dataloader()))
-    before = module.answer_choices(batch)[0]
-    prompt = module.prompt_batch(batch.examples, with_answers=True)
-    logits = module.llm(inputs_embeds=module.inputs_embeds(batch, prompt)[0], attention_mask=prompt.attention_mask,
+    before = module.model.answer_choices(batch)[0]
+    prompt = module.model.prompt_batch(batch.examples, with_answers=True)
+    logits = module.model.llm(inputs_embeds=module.model.inputs_embeds(batch, prompt)[0], attention_mask=prompt.attention_mask,
                         position_ids=prompt.position_ids).logits
     path = module.export(tmp_path / "embedder")
     assert (path / "lora.safetensors").is_file() and "LoRA on the LLM: r = 4" in (path / "README.md").read_text()
@@ -307,11 +307,11 @@ def test_lora_weights_travel_with_the_exported_embedder(tiny_llm_dir, tmp_path):
     loaded = UserEmbedder.from_pretrained(path)
     again = UserEmbedModule(loaded.source_configs, loaded.adapter_config, LLMConfig(name_or_path=str(tiny_llm_dir)))
     again.build(loaded.spec, embedder=loaded).eval()
-    assert again.llm_config.lora and again.llm_config.lora_r == 4
-    relogits = again.llm(inputs_embeds=again.inputs_embeds(batch, prompt)[0], attention_mask=prompt.attention_mask,
+    assert again.model.trains_llm and again.embedder.lora["r"] == 4
+    relogits = again.model.llm(inputs_embeds=again.model.inputs_embeds(batch, prompt)[0], attention_mask=prompt.attention_mask,
                          position_ids=prompt.position_ids).logits
     torch.testing.assert_close(relogits, logits)
-    assert again.answer_choices(batch)[0] == before
+    assert again.model.answer_choices(batch)[0] == before
     (path / "lora.safetensors").write_bytes(b"not safetensors")
     from user_embed.errors import CheckpointError
 
@@ -326,7 +326,7 @@ def test_frozen_prefix_training_gives_the_same_loss_and_gradients(tiny_llm_dir, 
     module = sequence_module(data, LLMConfig(name_or_path=str(tiny_llm_dir), soft_position=position))
     module.train()
     batch = next(iter(data.train_dataloader()))
-    prompt = module.prompt_batch(batch.examples, with_answers=True)
+    prompt = module.model.prompt_batch(batch.examples, with_answers=True)
     soft_at = int(prompt.soft_mask[0].nonzero()[0])
     question_at = int((prompt.input_ids[0] == prompt.question_ids[0, 0]).nonzero()[0])
     assert (soft_at > question_at) == (position == "after")  # the slot follows the question only with "after"
@@ -342,4 +342,4 @@ def test_frozen_prefix_training_gives_the_same_loss_and_gradients(tiny_llm_dir, 
     assert full_grads.keys() == split_grads.keys() and full_grads
     for name in full_grads:
         torch.testing.assert_close(split_grads[name], full_grads[name], atol=1e-5, rtol=1e-4)
-    assert module.llm_info["soft_position"] == position
+    assert module.embedder.llm_record.soft_position == position

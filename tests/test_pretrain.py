@@ -189,7 +189,7 @@ def test_checkpoint_loads_as_a_user_embedder_source(pretrained):
 
 def test_module_loader_refuses_a_mismatched_vocabulary(pretrained):
     """The UserEmbedModule path (`checkpoint:` in a fit config) runs the same vocabulary check."""
-    from user_embed.module import _load_encoder_checkpoints
+    from user_embed.training.module import _load_encoder_checkpoints
 
     checkpoint, spec, _ = pretrained
     other = DataSpec(item_ids=[f"x{i}" for i in range(N_ITEMS)], categories=spec.categories)

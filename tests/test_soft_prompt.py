@@ -56,10 +56,10 @@ def test_load_llm_freezes_and_records_info(tiny, tiny_llm_dir):
     model, _ = tiny
     assert not model.training
     assert all(not p.requires_grad for p in model.parameters())
-    info = load_llm(LLMConfig(name_or_path=str(tiny_llm_dir))).info
-    assert info["hidden_size"] == 64 and info["model_type"] == "llama"
+    record = load_llm(LLMConfig(name_or_path=str(tiny_llm_dir))).record
+    assert record.hidden_size == 64 and record.model_type == "llama"
     embed = model.get_input_embeddings().weight
-    assert info["embed_rms"] == pytest.approx(float(embed.pow(2).mean().sqrt()), rel=1e-6)
+    assert record.embed_rms == pytest.approx(float(embed.pow(2).mean().sqrt()), rel=1e-6)
 
 
 def test_prompt_builder_places_soft_slot_inside_the_chat_template(tiny):

@@ -1,7 +1,13 @@
 """user_embed: personalized LLMs through user embeddings.
 
-Importing this package has no side effects and loads no model; the public names below are
-resolved lazily on first use.
+>>> import user_embed as ue
+>>> lm = ue.PersonalizedLM.from_pretrained("runs/quickstart/embedder")              # doctest: +SKIP
+>>> users = ue.UserStore.from_folder("data/ml-100k")                                # doctest: +SKIP
+>>> lm.embed(users, ["196", "405"]).shape                                           # doctest: +SKIP
+>>> lm.generate(users, ["196"], ["Which genre should I watch tonight?"])            # doctest: +SKIP
+
+Importing this package has no side effects and loads no model and no Lightning; the public names
+below are resolved lazily on first use (the training recipe's names import Lightning when used).
 """
 
 from __future__ import annotations
@@ -11,18 +17,22 @@ import importlib
 __version__ = "0.1.0"
 
 _PUBLIC = {
+    # inference
+    "PersonalizedLM": "user_embed.model",
+    "UserStore": "user_embed.store",
     "UserEmbedder": "user_embed.embedder",
-    "UserEmbedModule": "user_embed.module",
-    "UserDataModule": "user_embed.data.datamodule",
+    "SamplingConfig": "user_embed.generate.common",
+    # configuration and registries
     "SourceConfig": "user_embed.config",
     "AdapterConfig": "user_embed.config",
     "LLMConfig": "user_embed.config",
     "LossConfig": "user_embed.config",
     "OptimConfig": "user_embed.config",
     "list_encoders": "user_embed.encoders",
-    "load": "user_embed.generate",
-    "Request": "user_embed.generate",
-    "SamplingConfig": "user_embed.generate",
+    "list_adapters": "user_embed.adapters",
+    # training recipe (imports Lightning)
+    "UserEmbedModule": "user_embed.training.module",
+    "UserDataModule": "user_embed.training.datamodule",
 }
 
 __all__ = sorted(_PUBLIC)
@@ -32,3 +42,7 @@ def __getattr__(name: str):
     if name in _PUBLIC:
         return getattr(importlib.import_module(_PUBLIC[name]), name)
     raise AttributeError(f"module 'user_embed' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

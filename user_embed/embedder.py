@@ -7,53 +7,57 @@ recorded, and loading checks them against the LLM you pair the embedder with.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from data_pipelines.io import atomic_directory
-from user_embed.adapter import Adapter, AdapterOutput
+from user_embed.adapters import AdapterOutput, build_adapter
 from user_embed.config import AdapterConfig, SourceConfig
 from user_embed.data.spec import DataSpec
-from user_embed.encoders import SourceInputs, build_encoder
-from user_embed.errors import CheckpointError, ConfigError
+from user_embed.encoders import SourceInputs, build_encoder, encoder_reads
+from user_embed.errors import CheckpointError, ConfigError, UserError
+from user_embed.llm.record import LLMRecord
 from user_embed.named_categories import CategoryMentions, CategoryPointerKeys, NamedCategoryTokens
+
+if TYPE_CHECKING:
+    from user_embed.store import UserStore
 
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
 LORA_NAME = "lora.safetensors"  # LoRA weights of the LLM, when the embedder was trained with llm.lora
 FORMAT_VERSION = 1
-#: Encoder kinds that read profile fields only, never the event history.
-PROFILE_ONLY_KINDS = ("tabular",)
 
 
 class UserEmbedder(nn.Module):
     """Maps users' histories to soft prompts (B, K, d_llm) and pooled user vectors (B, user_dim)."""
 
-    def __init__(self, sources: list[SourceConfig], adapter: AdapterConfig, spec: DataSpec, llm_info: dict):
+    def __init__(self, sources: list[SourceConfig], adapter: AdapterConfig, spec: DataSpec, llm: LLMRecord):
         super().__init__()
         self.source_configs = sources
         self.adapter_config = adapter
         self.spec = spec
-        self.llm_info = dict(llm_info)  # name_or_path, revision, hidden_size, embed_rms
+        self.llm_record = llm  # the LLM it is trained for (recorded, never copied) and its prompt format
         self.metrics: dict = {}
         self.lora: dict | None = None  # LoRA settings (r, alpha, dropout, target_modules) when trained with LoRA
         self.lora_state: dict[str, torch.Tensor] = {}  # the LLM's trained LoRA weights (peft names)
         self.encoders = nn.ModuleDict({s.name: build_encoder(s, spec) for s in sources})
         dims = {name: enc.dim for name, enc in self.encoders.items()}
-        self.adapter = Adapter.from_config(adapter, dims, llm_info["hidden_size"], llm_info["embed_rms"])
+        self.adapter = build_adapter(adapter, dims, llm.hidden_size, llm.embed_rms)
         self.named_categories: NamedCategoryTokens | None = None
         self.category_pointer: CategoryPointerKeys | None = None
         if (adapter.named_categories or adapter.category_pointer) and spec.num_categories < 2:
             raise ConfigError("adapter.named_categories and adapter.category_pointer need item categories; "
                               "the items table has none")
         if adapter.named_categories:
-            self.named_categories = NamedCategoryTokens(spec.num_categories, llm_info["hidden_size"],
-                                                        llm_info["embed_rms"], adapter.named_categories, self.max_len)
+            self.named_categories = NamedCategoryTokens(spec.num_categories, llm.hidden_size, llm.embed_rms,
+                                                        adapter.named_categories, self.max_len)
         if adapter.category_pointer:
-            self.category_pointer = CategoryPointerKeys(spec.num_categories, llm_info["hidden_size"], self.max_len,
+            self.category_pointer = CategoryPointerKeys(spec.num_categories, llm.hidden_size, self.max_len,
                                                         adapter.dim)
             self.mentions = CategoryMentions(spec.categories)
 
@@ -65,8 +69,9 @@ class UserEmbedder(nn.Module):
 
     @property
     def max_len(self) -> int:
-        """Longest history any source reads (profile-only ``tabular`` sources read no events)."""
-        return max([s.max_len for s in self.source_configs if s.kind not in PROFILE_ONLY_KINDS] or [1])
+        """Longest history any source reads (sources whose encoder does not read ``events``, e.g. the profile-only
+        ``tabular``, do not count)."""
+        return max([s.max_len for s in self.source_configs if "events" in encoder_reads(s.kind)] or [1])
 
     def forward(self, inputs: SourceInputs, question: torch.Tensor | None = None,
                 question_tokens: torch.Tensor | None = None, question_mask: torch.Tensor | None = None,
@@ -93,6 +98,34 @@ class UserEmbedder(nn.Module):
         """One question-independent vector per user: (B, user_dim)."""
         return self.adapter.user_vector(self._encode(inputs))
 
+    @torch.no_grad()
+    def embed(self, users: UserStore, user_ids: Sequence[str], cutoffs: Sequence[int | None] | None = None,
+              batch_size: int = 256) -> torch.Tensor:
+        """(N, user_dim) pooled, question-independent user vectors; ``cutoffs[i]`` limits user i's history.
+
+        Needs no LLM. Users with no events (before the cutoff) get a profile-only vector."""
+        from user_embed.data.collate import Example
+
+        if isinstance(user_ids, str):
+            raise UserError("user_ids must be a list of ids, got one string")
+        user_ids = list(user_ids)
+        if cutoffs is not None and len(cutoffs) != len(user_ids):
+            raise UserError(f"cutoffs: {len(cutoffs)} given for {len(user_ids)} user ids")
+        if batch_size <= 0:
+            raise UserError(f"batch_size must be > 0, got {batch_size}")
+        users.require(user_ids)
+        was_training = self.training
+        self.eval()
+        collator, device = users.collator(self.spec, self.max_len), next(self.parameters()).device
+        cutoffs = list(cutoffs) if cutoffs is not None else [None] * len(user_ids)
+        chunks = []
+        for start in range(0, len(user_ids), batch_size):
+            chunk = [Example(u, "", "", [], cutoff=c) for u, c in
+                     zip(user_ids[start:start + batch_size], cutoffs[start:start + batch_size])]
+            chunks.append(self.user_vectors(collator(chunk).inputs.to(device)).float().cpu())  # (b, user_dim)
+        self.train(was_training)
+        return torch.cat(chunks) if chunks else torch.zeros(0, self.adapter_config.user_dim)
+
     def _encode(self, inputs: SourceInputs) -> dict:
         return {s.name: self.encoders[s.name](inputs.tail(s.max_len)) for s in self.source_configs}
 
@@ -102,7 +135,7 @@ class UserEmbedder(nn.Module):
             "format_version": FORMAT_VERSION,
             "sources": [asdict(s) for s in self.source_configs],
             "adapter": asdict(self.adapter_config),
-            "llm": self.llm_info,
+            "llm": self.llm_record.to_json(),
             "spec": self.spec.to_json(),
             "metrics": self.metrics,
             "lora": self.lora,
@@ -126,15 +159,18 @@ class UserEmbedder(nn.Module):
         """Load from a folder written by ``save_pretrained`` (JSON + safetensors only, nothing unpickled)."""
         directory = Path(directory)
         config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        if not config_path.is_file() or not weights_path.is_file():
-            raise CheckpointError(f"{directory}: not a user embedder (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
+        if not directory.is_dir():
+            raise CheckpointError(f"{directory}: not a user embedder (no such folder)")
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise CheckpointError(f"{path}: missing, so {directory} is not a user embedder "
+                                      f"(needs {CONFIG_NAME} and {WEIGHTS_NAME})")
         try:
             config = json.loads(config_path.read_text(encoding="utf-8"))
             sources = [SourceConfig(**s) for s in config["sources"]]
             adapter = AdapterConfig(**config["adapter"])
             spec = DataSpec.from_json(config["spec"])
-            llm_info = config["llm"]
-            model = cls(sources, adapter, spec, llm_info)
+            model = cls(sources, adapter, spec, LLMRecord.from_json(config["llm"]))
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
             detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc)
             raise CheckpointError(f"{config_path}: invalid embedder config ({detail})") from exc
@@ -163,13 +199,6 @@ class UserEmbedder(nn.Module):
             model.lora = dict(config["lora"])
         return model
 
-    def check_llm(self, name_or_path: str, hidden_size: int) -> None:
-        """Refuse an LLM whose width differs from the one this embedder was trained for."""
-        if hidden_size != self.llm_info["hidden_size"]:
-            raise CheckpointError(
-                f"embedder was trained for LLM '{self.llm_info['name_or_path']}' (hidden size "
-                f"{self.llm_info['hidden_size']}), but '{name_or_path}' has hidden size {hidden_size}")
-
 
 def model_card(config: dict) -> str:
     """A short generated README for a saved embedder."""
@@ -195,6 +224,7 @@ def model_card(config: dict) -> str:
     if metrics:
         lines += ["```json", json.dumps(metrics, indent=2), "```"]
     else:
-        lines.append("Not evaluated yet (`user-embed evaluate` adds the metrics here).")
-    lines += ["", "Load with `UserEmbedder.from_pretrained(path)`; see the user_embed README."]
+        lines.append("No metrics recorded (`user-embed evaluate` writes its metrics to its own --out folder).")
+    lines += ["", "Load with `user_embed.PersonalizedLM.from_pretrained(path)` (with its LLM) or "
+                  "`user_embed.UserEmbedder.from_pretrained(path)` (user vectors only); see the user_embed README."]
     return "\n".join(lines) + "\n"

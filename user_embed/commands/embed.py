@@ -12,7 +12,6 @@ unknown item; both are counted in the summary. Output columns: ``user_id``, ``em
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from user_embed.errors import UserError
@@ -30,38 +29,25 @@ def main(argv: list[str], command: str = "embed") -> int:
         raise UserError(f"--out {args.out}: is a folder; give the path of the .parquet file to write")
     import polars as pl
 
-    from data_pipelines.schema import read_table
-    from user_embed.data.collate import Collator
-    from user_embed.data.history import UserHistories, category_table
-    from user_embed.data.profiles import ProfileTable
+    from data_pipelines.io import write_parquet_atomic
     from user_embed.embedder import UserEmbedder
-    from user_embed.eval.embed_users import embed_users
+    from user_embed.store import UserStore
 
     embedder = UserEmbedder.from_pretrained(args.checkpoint)
-    events, items, users = (read_table(args.data, t) for t in ("events", "items", "users"))
-    histories = UserHistories(events, embedder.spec)
-    collator = Collator(histories, category_table(embedder.spec, items), embedder.max_len,
-                        ProfileTable(users, embedder.spec))
-    ids = users["user_id"].to_list()
+    users = UserStore.from_folder(args.data)
+    ids = users.users["user_id"].to_list()
     if args.users:
-        wanted = [u.strip() for u in args.users.split(",") if u.strip()]
-        unknown = [u for u in wanted if u not in set(ids) and u not in histories]
+        ids = [u.strip() for u in args.users.split(",") if u.strip()]
+        unknown = [u for u in ids if u not in users]
         if unknown:
             raise UserError(f"--users: unknown user id(s) {unknown[:5]} (not in {args.data})")
-        ids = wanted
-    vectors = embed_users(embedder, collator, ids, [args.cutoff] * len(ids))
+    vectors = embedder.embed(users, ids, [args.cutoff] * len(ids)).numpy()
+    histories = users.histories(embedder.spec)
     windows = [histories.window(u, args.cutoff, embedder.max_len) for u in ids]
     frame = pl.DataFrame({"user_id": ids, "embedding": vectors.tolist(),
                           "has_events": [len(w.items) > 0 for w in windows],
                           "events_used": [len(w.items) for w in windows]})
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:  # atomic: the parquet file appears complete or not at all
-        frame.write_parquet(tmp)
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    out = write_parquet_atomic(args.out, frame)  # the parquet file appears complete or not at all
     no_events = int((~frame["has_events"]).sum())
     print(f"wrote {out}: {len(ids):,} users x {vectors.shape[1]} dims ({no_events} with no events: profile-only vectors)")
     truncated = [w.truncated for w in windows if w.truncated]

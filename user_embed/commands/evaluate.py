@@ -3,8 +3,7 @@
 Methods: ``none`` (question only), ``text`` (most recent events as text), ``bm25`` (the events that best
 match the question, as text) and ``soft`` (the embedder's soft prompt); answers are the options the LLM
 finds most likely. Writes ``metrics.json`` ({"accuracy": {method: {overall, <family>, task/<task>}},
-"prompt_tokens": {method: …}}), ``predictions.jsonl``, ``report.md`` and PNG plots, and records the
-metrics in the embedder's model card.
+"prompt_tokens": {method: …}}), ``predictions.jsonl``, ``report.md`` and PNG plots into ``--out`` only.
 
 ``--benchmark uqabench`` (data from ``prepare uqabench``) generates free-text answers (methods ``none`` and
 ``soft``) and scores them with UQABench's rule (the answer starts with the gold); it writes ``metrics.json``
@@ -66,81 +65,26 @@ def main(argv: list[str], command: str = "evaluate") -> int:
             raise UserError(f"{flag} must be > 0, got {cap}")
     import torch
 
-    from user_embed.config import LLMConfig
-    from user_embed.llm.load import recorded_prompt_format
-    from user_embed.data.datamodule import UserDataModule
+    from data_pipelines.schema import read_table
+    from user_embed.data.questions import questions_by_split
     from user_embed.embedder import UserEmbedder
-    from user_embed.eval.embed_users import embed_users
-    from user_embed.eval.paired import paired_differences
-    from user_embed.eval.report import (FAMILY_ORDER, findings, markdown_report, plot_accuracy, plot_embeddings,
-                                        plot_losses)
-    from user_embed.eval.userqa import evaluate_userqa
-    from user_embed.module import UserEmbedModule
+    from user_embed.store import UserStore
 
     torch.manual_seed(args.seed)
     checkpoint = Path(args.checkpoint)
-    embedder = UserEmbedder.from_pretrained(checkpoint)
     out = Path(args.out) if args.out else checkpoint.parent / "eval"
-    data = UserDataModule(args.data, eval_batch_size=args.batch_size, max_history=embedder.max_len,
-                          item_text_vectors=False, contrastive_texts=False, max_eval_per_task=args.max_per_task,
-                          max_eval_users=args.max_users, seed=args.seed)
-    data.use_spec(embedder.spec)
-    data.setup("test")
+    UserEmbedder.from_pretrained(checkpoint)  # a broken checkpoint fails before the data is read
+    users = UserStore.from_folder(args.data)
+    examples = questions_by_split(read_table(args.data, "qa"), max_eval_per_task=args.max_per_task,
+                                  max_eval_users=args.max_users, seed=args.seed,
+                                  source=str(Path(args.data) / "qa.parquet")).get(args.split) or []
     if args.benchmark == "uqabench":
-        return _uqabench(args, methods, data.examples.get(args.split) or [], out)
-    lamp_task = lamp_task_of(data.examples.get(args.split) or []) if args.benchmark == "lamp" else None
-    llm_name = args.llm or embedder.llm_info.get("name_or_path", "default")
-    llm = LLMConfig(name_or_path=llm_name, **recorded_prompt_format(embedder.llm_info))  # as trained
-    module = UserEmbedModule(embedder.source_configs, embedder.adapter_config, llm)
-    module.build(embedder.spec, embedder=embedder)
-    metrics = evaluate_userqa(module, data, methods, args.split, args.history_events, progress=not args.no_progress)
-    examples = data.examples[args.split]
-    chance: dict[str, list[float]] = {}
-    for ex in examples:
-        for key in ("overall", ex.family):
-            chance.setdefault(key, []).append(1.0 / len(ex.options))
-    metrics["chance"] = {k: round(sum(v) / len(v), 4) for k, v in chance.items()}
-    metrics.update({"checkpoint": str(checkpoint), "data": str(args.data), "split": args.split,
-                    "llm": embedder.llm_info.get("origin", llm_name), "seed": args.seed})
-    predictions = metrics.pop("predictions")
-    if "soft" in methods and len(methods) > 1:  # soft minus each baseline, with an interval over users
-        groups = [g for g in (*FAMILY_ORDER, "overall") if g in metrics["accuracy"]["soft"]]
-        metrics["paired"] = paired_differences(predictions, "soft", [m for m in methods if m != "soft"], groups)
-    metrics["findings"] = findings(metrics)
-    if lamp_task:
-        metrics["lamp"] = {"task": lamp_task, **lamp_scores(lamp_task, predictions, methods)}
+        return _uqabench(args, methods, users, examples, out)
+    lamp_task = lamp_task_of(examples) if args.benchmark == "lamp" else None
+    from user_embed.model import PersonalizedLM
 
-    from data_pipelines.io import atomic_directory, write_json_atomic
-    from data_pipelines.lamp import write_lamp_submission
-
-    with atomic_directory(out) as tmp:  # the report folder appears complete or not at all
-        plots = {"accuracy": plot_accuracy(metrics["accuracy"], tmp / "accuracy_by_family.png", metrics["chance"])}
-        logs = Path(args.logs) if args.logs else checkpoint.parent / "logs" / "metrics.csv"
-        plots["losses"] = plot_losses(logs, tmp / "training_losses.png")
-        users = sorted({ex.user_id for ex in examples})
-        cutoffs = {ex.user_id: ex.cutoff for ex in examples}
-        vectors = embed_users(embedder, data.collator, users, [cutoffs[u] for u in users])
-        field = args.color_by or next(iter(embedder.spec.profile_cat_fields), None)
-        if field:
-            profile = data.tables["users"].select("user_id", field).to_dict(as_series=False)
-            by_user = dict(zip(profile["user_id"], profile[field]))
-            plots["embeddings"] = plot_embeddings(vectors, [str(by_user.get(u)) for u in users], field,
-                                                  tmp / "user_embeddings.png")
-        plots = {k: Path(v).name for k, v in plots.items() if v}
-        write_json_atomic(tmp / "metrics.json", metrics)
-        with open(tmp / "predictions.jsonl", "w") as f:
-            f.writelines(json.dumps(row) + "\n" for row in predictions)
-        report = markdown_report(metrics, plots)
-        if lamp_task:
-            report += lamp_report(metrics["lamp"], methods)
-            for method in methods:
-                write_lamp_submission(lamp_task, {row["user_id"]: row[method] for row in predictions},
-                                      tmp / f"{method}_preds.json")
-        (tmp / "report.md").write_text(report)
-    embedder.metrics = {"userqa": {"accuracy": {m: {k: v for k, v in a.items() if not k.startswith("task/")}
-                                                for m, a in metrics["accuracy"].items()},
-                                   "prompt_tokens": metrics["prompt_tokens"], "questions": metrics["questions"]}}
-    embedder.save_pretrained(checkpoint)
+    lm = PersonalizedLM.from_pretrained(checkpoint, llm=args.llm, device="cpu")
+    metrics = evaluate_and_report(lm, users, examples, methods, out, args, lamp_task)
     print(summary_table(metrics))
     if lamp_task:
         print(json.dumps(metrics["lamp"]))
@@ -148,18 +92,63 @@ def main(argv: list[str], command: str = "evaluate") -> int:
     return 0
 
 
-def _uqabench(args: argparse.Namespace, methods: list[str], examples: list, out: Path) -> int:
+def evaluate_and_report(lm, users, examples: list, methods: list[str], out: Path, args: argparse.Namespace,
+                        lamp_task: str | None = None) -> dict:
+    """UserQA metrics of every method, written with predictions, plots and a report into ``out`` (atomically)."""
+    from data_pipelines.io import atomic_directory, write_json_atomic, write_jsonl_atomic, write_text_atomic
+    from data_pipelines.lamp import write_lamp_submission
+    from user_embed.eval.report import findings, markdown_report, plot_accuracy, plot_embeddings, plot_losses
+    from user_embed.eval.userqa import evaluate_userqa
+
+    if not examples:
+        raise UserError(f"no '{args.split}' questions in {args.data}/qa.parquet")
+    metrics = evaluate_userqa(lm, users, examples, methods, args.history_events, args.batch_size,
+                              progress=not args.no_progress)
+    metrics.update({"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
+                    "llm": lm.embedder.llm_record.label, "seed": args.seed})
+    predictions = metrics.pop("predictions")
+    metrics["findings"] = findings(metrics)
+    if lamp_task:
+        metrics["lamp"] = {"task": lamp_task, **lamp_scores(lamp_task, predictions, methods)}
+    checkpoint = Path(args.checkpoint)
+    with atomic_directory(out) as tmp:  # the report folder appears complete or not at all
+        plots = {"accuracy": plot_accuracy(metrics["accuracy"], tmp / "accuracy_by_family.png", metrics["chance"])}
+        logs = Path(args.logs) if args.logs else checkpoint.parent / "logs" / "metrics.csv"
+        plots["losses"] = plot_losses(logs, tmp / "training_losses.png")
+        ids = sorted({ex.user_id for ex in examples})
+        cutoffs = {ex.user_id: ex.cutoff for ex in examples}
+        vectors = lm.embed(users, ids, cutoffs=[cutoffs[u] for u in ids]).numpy()
+        field = args.color_by or next(iter(lm.embedder.spec.profile_cat_fields), None)
+        if field:
+            by_user = users.profile(field)
+            plots["embeddings"] = plot_embeddings(vectors, [str(by_user.get(u)) for u in ids], field,
+                                                  tmp / "user_embeddings.png")
+        plots = {k: Path(v).name for k, v in plots.items() if v}
+        write_json_atomic(tmp / "metrics.json", metrics)
+        write_jsonl_atomic(tmp / "predictions.jsonl", predictions)
+        report = markdown_report(metrics, plots)
+        if lamp_task:
+            report += lamp_report(metrics["lamp"], methods)
+            for method in methods:
+                write_lamp_submission(lamp_task, {row["user_id"]: row[method] for row in predictions},
+                                      tmp / f"{method}_preds.json")
+        write_text_atomic(tmp / "report.md", report)
+    return metrics
+
+
+def _uqabench(args: argparse.Namespace, methods: list[str], users, examples: list, out: Path) -> int:
     """Generate answers per method, score them the UQABench way, write metrics/report/generation files."""
-    from data_pipelines.io import atomic_directory, write_json_atomic
+    from data_pipelines.io import atomic_directory, write_json_atomic, write_jsonl_atomic, write_text_atomic
     from data_pipelines.uqabench import SUB_TASKS
     from user_embed.eval.uqabench_eval import evaluate_uqabench
+    from user_embed.model import PersonalizedLM
 
     kept = [ex for ex in examples if ex.task in SUB_TASKS]
     if not kept:
         raise UserError(f"--benchmark uqabench: no UQABench questions in {args.data} (split {args.split}); "
                         "prepare the data with `user-embed prepare uqabench --files align_data_*.arrow`")
-    result = evaluate_uqabench(args.checkpoint, args.data, kept, methods, args.max_new_tokens, args.batch_size,
-                               args.llm)
+    lm = PersonalizedLM.from_pretrained(args.checkpoint, llm=args.llm, device="cpu")
+    result = evaluate_uqabench(lm, users, kept, methods, args.max_new_tokens, args.batch_size)
     metrics = {"uqabench": result["uqabench"], "seconds": result["seconds"], "questions": len(kept),
                "skipped_other_questions": len(examples) - len(kept), "checkpoint": str(args.checkpoint),
                "data": str(args.data), "split": args.split}
@@ -172,11 +161,10 @@ def _uqabench(args: argparse.Namespace, methods: list[str], examples: list, out:
     with atomic_directory(out) as tmp:
         write_json_atomic(tmp / "metrics.json", metrics)
         for method, answers in result["predictions"].items():
-            with open(tmp / f"{method}_generated.jsonl", "w") as f:
-                for ex, answer in zip(kept, answers):
-                    f.write(json.dumps({"question": ex.question, "prediction": answer, "answer": ex.answer,
-                                        "task": ex.task, "user_id": ex.user_id}, ensure_ascii=False) + "\n")
-        (tmp / "report.md").write_text("\n".join(lines) + "\n")
+            write_jsonl_atomic(tmp / f"{method}_generated.jsonl", [
+                {"question": ex.question, "prediction": answer, "answer": ex.answer, "task": ex.task,
+                 "user_id": ex.user_id} for ex, answer in zip(kept, answers)])
+        write_text_atomic(tmp / "report.md", "\n".join(lines) + "\n")
     print("\n".join(lines[1:]))
     print(f"report: {out / 'report.md'}")
     return 0

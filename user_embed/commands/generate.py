@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from user_embed.errors import UserError
@@ -32,6 +31,10 @@ def build_parser(command: str = "generate") -> argparse.ArgumentParser:
     parser.add_argument("--input", metavar="FILE", help="batch mode: .jsonl or .parquet rows with user_id, question")
     parser.add_argument("--output", metavar="FILE", help="batch mode: answers as JSONL")
     parser.add_argument("--backend", choices=["hf", "vllm"], default="hf", help="hf (default) or vllm (prompt_embeds)")
+    parser.add_argument("--method", choices=["soft", "none", "text", "bm25"], default="soft",
+                        help="soft (the user's soft prompt, default) or a baseline: none (question only), text "
+                             "(recent events as text), bm25 (best-matching events as text)")
+    parser.add_argument("--history-events", type=int, default=50, help="events written out by --method text/bm25")
     parser.add_argument("--llm", help="LLM to pair with (default: the one recorded in the checkpoint)")
     parser.add_argument("--device", default="cpu", help="torch device for the HF backend (cpu, cuda)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
@@ -88,20 +91,6 @@ def read_requests(path: str | Path) -> list[tuple[int, object, str | None]]:
     return rows
 
 
-def _write_jsonl(path: Path, records: list[dict]) -> None:
-    """Write records as JSONL atomically (a temp file in the same folder, then os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            for record in records:
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def main(argv: list[str] | None = None, command: str = "generate") -> int:
     args = build_parser(command).parse_args(argv)
     batch_mode = args.input is not None
@@ -115,9 +104,12 @@ def main(argv: list[str] | None = None, command: str = "generate") -> int:
         if not args.question.strip():
             raise UserError("--question is empty")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from data_pipelines.io import write_jsonl_atomic
     from transformers.utils import logging as hf_logging
 
-    from user_embed.generate import Request, SamplingConfig, generate, load
+    from user_embed.generate import Request, SamplingConfig
+    from user_embed.model import PersonalizedLM
+    from user_embed.store import UserStore
 
     hf_logging.disable_progress_bar()  # keep stderr to our progress bar and one-line errors
 
@@ -128,14 +120,20 @@ def main(argv: list[str] | None = None, command: str = "generate") -> int:
 
         import_vllm()  # the install hint before minutes of loading
     rows = read_requests(args.input) if batch_mode else [(1, Request(args.user, args.question), None)]
-    personalizer = load(args.checkpoint, args.data, llm=args.llm, device=args.device)
+    if not Path(args.checkpoint).is_dir():
+        raise UserError(f"--checkpoint {args.checkpoint}: no such embedder folder")
+    if not Path(args.data).is_dir():
+        raise UserError(f"--data {args.data}: no such data folder (build it with `user-embed prepare …`)")
+    users = UserStore.from_folder(args.data)
+    lm = PersonalizedLM.from_pretrained(args.checkpoint, llm=args.llm, device=args.device)
     if not batch_mode:
-        error = personalizer.check(rows[0][1])
+        error = lm.request_error(users, rows[0][1], args.method)
         if error:
             raise UserError(error)
     good = [request for _, request, error in rows if error is None]
-    results = iter(generate(personalizer, good, backend=args.backend, sampling=sampling,
-                            batch_size=args.batch_size, progress=batch_mode))
+    results = iter(lm.generate_results(users, good, method=args.method, backend=args.backend, sampling=sampling,
+                                       batch_size=args.batch_size, progress=batch_mode,
+                                       history_events=args.history_events))
     records = []
     for number, request, error in rows:
         if error is not None:
@@ -149,7 +147,7 @@ def main(argv: list[str] | None = None, command: str = "generate") -> int:
             raise UserError(record["error"])
         print(json.dumps(record, ensure_ascii=False) if args.json else record["answer"])
         return 0
-    _write_jsonl(Path(args.output), records)
+    write_jsonl_atomic(Path(args.output), records)
     failed = sum(1 for r in records if r["error"])
     print(f"user-embed {command}: wrote {len(records)} answers to {args.output} ({failed} with errors)",
           file=sys.stderr)

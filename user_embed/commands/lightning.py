@@ -111,6 +111,8 @@ def _normalized(model: dict) -> dict:
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint next to its final path, fsyncs, then renames: a checkpoint is complete or absent.
 
+    The write is :func:`data_pipelines.io.atomic_file`; remote (``://``) paths keep Lightning's fsspec save.
+
     Lightning's own save writes a temp file in ``$TMPDIR`` and *moves* it: a copy, not an atomic
     rename, when ``$TMPDIR`` is another filesystem (often tmpfs), so a kill mid-copy could leave a
     half-written ``last.ckpt``. The default plugin of `user-embed fit` (``trainer.plugins`` replaces it).
@@ -119,25 +121,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         if "://" in str(path):  # remote storage: Lightning's fsspec path
             return super().save_checkpoint(checkpoint, path, storage_options)
-        import tempfile
-
         import torch
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as out:
-                torch.save(checkpoint, out)
-                out.flush()
-                os.fsync(out.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        from data_pipelines.io import atomic_file
+
+        with atomic_file(path, "wb") as out:
+            torch.save(checkpoint, out)
 
 
 class UserEmbedCLI(LightningCLI):
@@ -199,8 +188,8 @@ def main(argv: list[str], command: str = "fit") -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from jsonargparse import ArgumentError
 
-    from user_embed.data.datamodule import UserDataModule
-    from user_embed.module import UserEmbedModule
+    from user_embed.training.datamodule import UserDataModule
+    from user_embed.training.module import UserEmbedModule
 
     no_exit = {"exit_on_error": False}
     try:

@@ -16,11 +16,10 @@ import torch
 from tqdm.auto import tqdm
 
 from user_embed.data.collate import Example
-from user_embed.eval.history_text import HistoryWriter
+from user_embed.errors import UserError
+from user_embed.model import METHODS
 
-METHODS = ("none", "text", "bm25", "soft")
 DEFAULT_METHODS = ("none", "text", "soft")
-TEXT_METHODS = {"text": "recent", "bm25": "bm25"}  # method → how its events are picked
 
 
 def accuracy_table(examples: list[Example], predictions: list[str]) -> dict[str, float]:
@@ -43,35 +42,35 @@ def context_batches(contexts: list[str], batch_size: int) -> list[list[int]]:
 
 
 @torch.no_grad()
-def evaluate_userqa(module, datamodule, methods=DEFAULT_METHODS, split: str = "test", history_events: int = 50,
-                    progress: bool = True) -> dict:
-    """Run each method over ``split`` and return metrics + per-question predictions.
+def evaluate_userqa(lm, users, examples: list[Example], methods=DEFAULT_METHODS, history_events: int = 50,
+                    batch_size: int = 16, progress: bool = True) -> dict:
+    """Run each method over ``examples`` with ``lm`` (a PersonalizedLM) on ``users`` (a UserStore); return
+    {"accuracy", "prompt_tokens", "seconds", "questions", "predictions"} (predictions: one row per question).
 
-    The ``text`` method batches one user's questions together, so their shared history prefix runs once.
+    The text methods batch one user's questions together, so their shared history prefix runs once.
     """
-    module.eval()
-    if datamodule.collator is None:
-        datamodule.setup("test")
-    examples: list[Example] = datamodule.examples.get(split) or []
     if not examples:
-        raise ValueError(f"no '{split}' questions to evaluate")
-    size = datamodule.eval_batch_size
-    histories, items = datamodule.collator.histories, datamodule.tables["items"]
-    writers = {method: HistoryWriter(histories, datamodule.spec, items, history_events, TEXT_METHODS[method])
-               for method in methods if method in TEXT_METHODS}  # only the text methods asked for
+        raise UserError("no questions to evaluate")
+    if any(not ex.options for ex in examples):
+        raise UserError("UserQA evaluation picks among options; some questions have none (free-text answers: "
+                        "use --benchmark uqabench or generate)")
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown or not methods:
+        raise UserError(f"unknown method(s) {unknown or list(methods)}; choose from {', '.join(METHODS)}")
+    lm.eval()
     results = {"accuracy": {}, "prompt_tokens": {}, "seconds": {}, "questions": len(examples), "predictions": []}
     per_method: dict[str, list[str]] = {}
     for method in methods:
         start = time.perf_counter()
-        contexts = [writers[method](ex) for ex in examples] if method in writers else None
-        batches = (context_batches(contexts, size) if contexts
-                   else [list(range(i, min(i + size, len(examples)))) for i in range(0, len(examples), size)])
+        contexts = lm.contexts(users, examples, method, history_events)
+        batches = (context_batches(contexts, batch_size) if contexts
+                   else [list(range(i, min(i + batch_size, len(examples)))) for i in range(0, len(examples), batch_size)])
         predictions: list[str] = [""] * len(examples)
         tokens = 0.0
         for idx in tqdm(batches, desc=f"evaluate {method}", disable=not progress, leave=False):
-            batch = datamodule.collator([examples[i] for i in idx]).to(module.device)
-            preds, mean_tokens = module.answer_choices(batch, method=method,
-                                                       contexts=[contexts[i] for i in idx] if contexts else None)
+            batch = lm.batch(users, [examples[i] for i in idx])
+            preds, mean_tokens = lm.answer_choices(batch, method=method,
+                                                   contexts=[contexts[i] for i in idx] if contexts else None)
             for i, pred in zip(idx, preds):
                 predictions[i] = pred
             tokens += mean_tokens * len(idx)
@@ -82,4 +81,21 @@ def evaluate_userqa(module, datamodule, methods=DEFAULT_METHODS, split: str = "t
     results["predictions"] = [
         {"user_id": ex.user_id, "task": ex.task, "family": ex.family, "question": ex.question, "answer": ex.answer,
          **{m: per_method[m][i] for m in methods}} for i, ex in enumerate(examples)]
+    results["chance"] = chance_levels(examples)
+    if "soft" in methods and len(methods) > 1:  # soft minus each baseline, with an interval over users
+        from user_embed.eval.paired import paired_differences
+        from user_embed.eval.report import FAMILY_ORDER
+
+        groups = [g for g in (*FAMILY_ORDER, "overall") if g in results["accuracy"]["soft"]]
+        results["paired"] = paired_differences(results["predictions"], "soft", [m for m in methods if m != "soft"],
+                                               groups)
     return results
+
+
+def chance_levels(examples: list[Example]) -> dict[str, float]:
+    """Expected accuracy of a uniform random pick among the options, overall and per family."""
+    chance: dict[str, list[float]] = defaultdict(list)
+    for ex in examples:
+        for key in ("overall", ex.family):
+            chance[key].append(1.0 / len(ex.options))
+    return {k: round(sum(v) / len(v), 4) for k, v in chance.items()}

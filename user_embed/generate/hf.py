@@ -8,21 +8,18 @@ an unpadded single-row run). Only the new tokens come back for decoder-only mode
 
 from __future__ import annotations
 
-import time
-
 import torch
+from torch import nn
 
 from user_embed.generate.common import PromptEmbeds, SamplingConfig
 
 
-def generation_config(personalizer, sampling: SamplingConfig):
+def generation_config(tokenizer, eos_ids: list[int], sampling: SamplingConfig):
     """An explicit GenerationConfig, so the model's own defaults (sampling, lengths) never leak in."""
     from transformers import GenerationConfig
 
-    tokenizer = personalizer.tokenizer
     options = {"max_new_tokens": sampling.max_new_tokens, "do_sample": not sampling.greedy, "use_cache": True,
-               "eos_token_id": personalizer.eos_ids, "pad_token_id": tokenizer.pad_token_id,
-               "bos_token_id": tokenizer.bos_token_id}
+               "eos_token_id": eos_ids, "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id}
     if not sampling.greedy:
         options.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
     if sampling.ignore_eos:  # end tokens are suppressed until max_new_tokens
@@ -48,26 +45,26 @@ def stop_on_strings(tokenizer, stop: list[str]):
     return StopOnStrings()
 
 
-@torch.no_grad()
-def generate_tokens(personalizer, prompts: PromptEmbeds, sampling: SamplingConfig) -> list[list[int]]:
-    """New token ids per row (raw: may end with EOS/padding; ``Personalizer.decode`` trims them)."""
-    llm = personalizer.module.llm
-    config = generation_config(personalizer, sampling)
-    extra = {}
-    if sampling.stop:
-        from transformers import StoppingCriteriaList
+class HFBackend:
+    """Generation with the in-process transformers model."""
 
-        extra["stopping_criteria"] = StoppingCriteriaList([stop_on_strings(personalizer.tokenizer, sampling.stop)])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(sampling.seed)
-        out = llm.generate(inputs_embeds=prompts.embeds, attention_mask=prompts.attention_mask,
-                           generation_config=config, **extra)  # (B, new) for decoder-only models
-    return out.tolist()
+    def __init__(self, llm: nn.Module, tokenizer, eos_ids: list[int]):
+        self.llm, self.tokenizer, self.eos_ids = llm, tokenizer, eos_ids
 
+    def prepare(self) -> None:
+        """Nothing to build: the model is already loaded."""
 
-def generate_batch(personalizer, requests, sampling: SamplingConfig) -> tuple[list[list[int]], list[int], float]:
-    """Embed and answer one batch: (raw token ids per row, prompt tokens per row, wall seconds)."""
-    start = time.perf_counter()
-    prompts = personalizer.embed(requests)
-    tokens = generate_tokens(personalizer, prompts, sampling)
-    return tokens, prompts.lengths, time.perf_counter() - start
+    @torch.no_grad()
+    def generate_tokens(self, prompts: PromptEmbeds, sampling: SamplingConfig) -> list[list[int]]:
+        """New token ids per row (raw: may end with EOS/padding; ``PersonalizedLM.decode`` trims them)."""
+        config = generation_config(self.tokenizer, self.eos_ids, sampling)
+        extra = {}
+        if sampling.stop:
+            from transformers import StoppingCriteriaList
+
+            extra["stopping_criteria"] = StoppingCriteriaList([stop_on_strings(self.tokenizer, sampling.stop)])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sampling.seed)
+            out = self.llm.generate(inputs_embeds=prompts.embeds, attention_mask=prompts.attention_mask,
+                                    generation_config=config, **extra)  # (B, new) for decoder-only models
+        return out.tolist()

@@ -14,6 +14,7 @@ from torch import nn
 
 from user_embed.config import LLMConfig
 from user_embed.errors import UserError
+from user_embed.llm.record import LLMRecord
 
 
 #: Saved architectures that generate text (``LlamaForCausalLM``, ``GPT2LMHeadModel``,
@@ -27,7 +28,7 @@ class LoadedLLM:
     model: nn.Module
     tokenizer: object
     name_or_path: str  # as resolved (local folder or HF id)
-    info: dict  # recorded in embedder checkpoints: name_or_path, origin, revision, hidden_size, embed_rms, prompt format
+    record: LLMRecord  # what an embedder trained on this LLM records of it
 
 
 def _origin(path: str) -> str | None:
@@ -39,7 +40,7 @@ def _origin(path: str) -> str | None:
     return None
 
 
-def load_llm(config: LLMConfig | None = None, dtype: torch.dtype = torch.float32) -> LoadedLLM:
+def load_llm(config: LLMConfig | None = None, dtype: torch.dtype | None = None) -> LoadedLLM:
     """Load tokenizer + causal LM, freeze every weight, switch to eval mode, add LoRA if asked."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -70,7 +71,8 @@ def load_llm(config: LLMConfig | None = None, dtype: torch.dtype = torch.float32
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     try:  # weights from safetensors only: a pytorch_model.bin (a pickle) is never read
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True, **common)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, use_safetensors=True,
+                                                     **common)
     except OSError as exc:
         raise UserError(f"LLM '{config.name_or_path}': no safetensors weights in '{path}' (only safetensors are "
                         f"loaded, never pytorch_model.bin; re-save the model with `save_pretrained`): "
@@ -79,24 +81,12 @@ def load_llm(config: LLMConfig | None = None, dtype: torch.dtype = torch.float32
     if config.lora:
         model = add_lora(model, config)
     embed = model.get_input_embeddings().weight
-    info = {
-        "name_or_path": config.name_or_path if config.name_or_path != "default" else "default",
-        "resolved": str(path),
-        "origin": _origin(str(path)) or str(config.name_or_path),
-        "revision": config.revision,
-        "model_type": hf_config.model_type,
-        "hidden_size": int(embed.shape[1]),
-        "embed_rms": float(embed.detach().float().pow(2).mean().sqrt()),
-        "system_prompt": config.system_prompt,  # the prompt format the embedder is trained with
-        "soft_position": config.soft_position,
-    }
-    return LoadedLLM(model=model, tokenizer=tokenizer, name_or_path=str(path), info=info)
-
-
-def recorded_prompt_format(info: dict) -> dict:
-    """The prompt settings an embedder was trained with, from its recorded LLM info, as LLMConfig fields
-    (embedders saved before they were recorded get the defaults they were trained with)."""
-    return {"system_prompt": info.get("system_prompt", ""), "soft_position": info.get("soft_position", "before")}
+    record = LLMRecord(
+        name_or_path=str(config.name_or_path), hidden_size=int(embed.shape[1]),
+        embed_rms=float(embed.detach().float().pow(2).mean().sqrt()), resolved=str(path),
+        origin=_origin(str(path)) or str(config.name_or_path), revision=config.revision,
+        model_type=hf_config.model_type, system_prompt=config.system_prompt, soft_position=config.soft_position)
+    return LoadedLLM(model=model, tokenizer=tokenizer, name_or_path=str(path), record=record)
 
 
 def freeze(model: nn.Module) -> nn.Module:

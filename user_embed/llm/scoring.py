@@ -10,21 +10,10 @@ and :func:`score_options` continues from it. The scores are those of the full pr
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 import torch.nn.functional as F
 
-
-def cache_kwargs(llm, cache) -> dict:
-    """The KV-cache keyword of ``llm.forward``: ``cache`` in recent transformers, ``past_key_values`` before."""
-    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm  # a peft wrapper forwards **kwargs
-    return {"cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values": cache}
-
-
-def output_cache(out):
-    """The KV cache of a forward output (``cache`` in recent transformers, ``past_key_values`` before)."""
-    return out["cache"] if "cache" in out else out.past_key_values
+from user_embed.llm.cache import cache_kwargs, output_cache
 
 
 def shared_prefix_length(sequences: list[list[int]]) -> int:

@@ -1,6 +1,7 @@
 """LightningDataModule over the unified parquet tables (events, items, users, qa, texts).
 
-``setup()`` reads and validates the tables, builds (or reuses) the :class:`DataSpec`,
+``setup()`` reads and validates the tables (a :class:`~user_embed.store.UserStore` + ``qa``), builds (or
+reuses) the :class:`DataSpec`,
 computes frozen text vectors (item texts for ``text`` sources, user texts for the
 contrastive loss; cached on disk), and serves :class:`UserBatch` es of QA examples per split.
 Users with no events before a cutoff get an empty history (profile-only embedding), by rule.
@@ -20,11 +21,12 @@ from torch.utils.data import DataLoader
 
 from data_pipelines.schema import read_table
 from user_embed.data.collate import Collator, Example
-from user_embed.data.history import UserHistories, category_table
-from user_embed.data.profiles import ProfileTable
+from user_embed.data.questions import questions_by_split
+from user_embed.data.history import UserHistories
 from user_embed.data.sampler import ResumableDataLoader, ResumableSampler
 from user_embed.data.spec import DataSpec
 from user_embed.errors import ConfigError
+from user_embed.store import UserStore
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +68,15 @@ class UserDataModule(L.LightningDataModule):
         self.spec: DataSpec | None = None
         self.examples: dict[str, list[Example]] = {}
         self.collator: Collator | None = None
+        self.store: UserStore | None = None
         self.tables: dict[str, pl.DataFrame] = {}
         self.stats: dict = {}
+
+    @property
+    def text_dim(self) -> int | None:
+        """Width of the contrastive texts' vectors (None without contrastive texts)."""
+        vectors = self.collator.user_text_vectors if self.collator is not None else None
+        return len(next(iter(vectors.values()))) if vectors else None
 
     def use_spec(self, spec: DataSpec) -> None:
         """Reuse a trained embedder's vocabularies instead of building new ones from this data."""
@@ -79,25 +88,25 @@ class UserDataModule(L.LightningDataModule):
         if not self.data_dir.is_dir():
             raise ConfigError(f"data.data_dir '{self.data_dir}' does not exist "
                               f"(build it with `user-embed prepare movielens-100k --out {self.data_dir}`)")
-        tables = {name: read_table(self.data_dir, name) for name in ("events", "items", "users", "qa")}
-        texts = read_table(self.data_dir, "texts", required=False)
-        self.tables = {**tables, **({"texts": texts} if texts is not None else {})}
-        built_here = self.spec is None
-        if built_here:
-            self.spec = DataSpec.from_tables(tables["events"], tables["items"], tables["users"], self.profile_fields)
+        store = UserStore.from_folder(self.data_dir)
+        qa = read_table(self.data_dir, "qa")
+        self.store = store
+        self.tables = {"events": store.events, "items": store.items, "users": store.users, "qa": qa,
+                       **({"texts": store.texts} if store.texts is not None else {})}
+        if self.spec is None:
+            self.spec = DataSpec.from_tables(store.events, store.items, store.users, self.profile_fields)
         spec = self.spec
         if self.item_text_vectors and self.text_encoder not in spec.item_vectors:
-            self._attach_item_vectors(spec, tables["items"])
-        histories = UserHistories(tables["events"], spec)
+            self._attach_item_vectors(spec, store.items)
         user_vectors = None
-        if self.contrastive_texts and texts is not None and len(texts):
-            user_vectors = self._user_text_vectors(texts)
-        self.collator = Collator(histories, category_table(spec, tables["items"]), self.max_history,
-                                 ProfileTable(tables["users"], spec), user_vectors)
-        self.examples = self._examples(tables["qa"])
+        if self.contrastive_texts and store.texts is not None and len(store.texts):
+            user_vectors = self._user_text_vectors(store.texts)
+        self.collator = store.collator(spec, self.max_history, user_vectors)
+        histories = store.histories(spec)
+        self.examples = self._examples(qa)
         self.stats = {"unknown_item_events": histories.unknown_item_events,
                       "examples": {k: len(v) for k, v in self.examples.items()},
-                      "users_without_events": int((~tables["users"]["user_id"].is_in(list(histories.offsets))).sum()),
+                      "users_without_events": int((~store.users["user_id"].is_in(list(histories.offsets))).sum()),
                       "truncation": self._truncation(histories)}
         rank_zero_info(f"data {self.data_dir}: {self.stats}")
 
@@ -134,25 +143,8 @@ class UserDataModule(L.LightningDataModule):
         return dict(zip(first["user_id"].to_list(), vectors))
 
     def _examples(self, qa: pl.DataFrame) -> dict[str, list[Example]]:
-        if self.tasks:
-            unknown = sorted(set(self.tasks) - set(qa["task"].unique().to_list()))
-            if unknown:
-                raise ConfigError(f"data.tasks: {unknown} not in {self.data_dir / 'qa.parquet'} "
-                                  f"(has: {sorted(qa['task'].unique().to_list())})")
-            qa = qa.filter(pl.col("task").is_in(self.tasks))
-        uid = {u: i for i, u in enumerate(sorted(qa["user_id"].unique().to_list()))}
-        out: dict[str, list[Example]] = {}
-        for split in ("train", "val", "test"):
-            part = qa.filter(pl.col("split") == split)
-            if split != "train" and self.max_eval_users:
-                users = part["user_id"].unique().sort().shuffle(seed=self.seed).head(self.max_eval_users)
-                part = part.filter(pl.col("user_id").is_in(users.implode()))
-            if split != "train" and self.max_eval_per_task:
-                part = (part.with_columns(pl.int_range(pl.len()).shuffle(seed=self.seed).over("task").alias("_r"))
-                        .filter(pl.col("_r") < self.max_eval_per_task).drop("_r"))
-            out[split] = [Example(r["user_id"], r["question"], r["answer"], list(r["options"]), r["task"], r["family"],
-                                  r["cutoff"], uid[r["user_id"]]) for r in part.iter_rows(named=True)]
-        return out
+        return questions_by_split(qa, self.tasks, self.max_eval_per_task, self.max_eval_users, self.seed,
+                                  source=str(self.data_dir / "qa.parquet"))
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if self.collator is None:

@@ -1,0 +1,39 @@
+"""UserQA questions of a ``qa`` table as :class:`~user_embed.data.collate.Example` s, per split.
+
+Evaluation subsets are seeded: ``max_eval_users`` keeps that many val/test users (each with all their
+questions, so a text baseline can share one history prefix per user) and ``max_eval_per_task`` that many
+val/test questions per task. Training questions are never subsampled.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from data_pipelines.schema import SPLITS
+from user_embed.data.collate import Example
+from user_embed.errors import ConfigError
+
+
+def questions_by_split(qa: pl.DataFrame, tasks: list[str] | None = None, max_eval_per_task: int | None = None,
+                       max_eval_users: int | None = None, seed: int = 0,
+                       source: str = "qa.parquet") -> dict[str, list[Example]]:
+    """{split: [Example]} for train, val and test; ``tasks`` keeps only those tasks (unknown ones refused)."""
+    if tasks:
+        known = sorted(qa["task"].unique().to_list())
+        unknown = sorted(set(tasks) - set(known))
+        if unknown:
+            raise ConfigError(f"data.tasks: {unknown} not in {source} (has: {known})")
+        qa = qa.filter(pl.col("task").is_in(tasks))
+    uid = {u: i for i, u in enumerate(sorted(qa["user_id"].unique().to_list()))}  # same user → same uid
+    out: dict[str, list[Example]] = {}
+    for split in SPLITS:
+        part = qa.filter(pl.col("split") == split)
+        if split != "train" and max_eval_users:
+            users = part["user_id"].unique().sort().shuffle(seed=seed).head(max_eval_users)
+            part = part.filter(pl.col("user_id").is_in(users.implode()))
+        if split != "train" and max_eval_per_task:
+            part = (part.with_columns(pl.int_range(pl.len()).shuffle(seed=seed).over("task").alias("_r"))
+                    .filter(pl.col("_r") < max_eval_per_task).drop("_r"))
+        out[split] = [Example(r["user_id"], r["question"], r["answer"], list(r["options"]), r["task"], r["family"],
+                              r["cutoff"], uid[r["user_id"]]) for r in part.iter_rows(named=True)]
+    return out
