@@ -63,8 +63,11 @@ def tiny_llm_dir(tmp_path_factory) -> Path:
     return build_tiny_llm(tmp_path_factory.mktemp("tiny-llm"))
 
 
-def write_tiny_dataset(folder: Path, n_users: int = 24, events_per_user: int = 12, seed: int = 0) -> Path:
-    """A small valid data dir: each user prefers one genre; qa asks for it (answer = the preferred genre)."""
+def write_tiny_dataset(folder: Path, n_users: int = 24, events_per_user: int = 12, seed: int = 0,
+                       user_ids: list[str] | None = None) -> Path:
+    """A small valid data dir: each user prefers one genre; qa asks for it (answer = the preferred genre).
+
+    User ``u`` is called ``user_ids[u]`` when given (default ``f"u{u}"``)."""
     import random
 
     from data_pipelines.io import write_tables
@@ -77,19 +80,21 @@ def write_tiny_dataset(folder: Path, n_users: int = 24, events_per_user: int = 1
         "categories": [[genres[i % 4]] for i in range(16)],
     })
     events, users, qa, texts = [], [], [], []
+    names = user_ids or [f"u{u}" for u in range(n_users)]
     for u in range(n_users):
+        name = names[u]
         fav = genres[u % 4]
         other = genres[(u + 1 + u // 4) % 4] if genres[(u + 1 + u // 4) % 4] != fav else genres[(u + 2) % 4]
         picks = [i for i in range(16) if genres[i % 4] == fav]
         for t in range(events_per_user):
             item = rng.choice(picks) if rng.random() < 0.9 else rng.randrange(16)
-            events.append((f"u{u}", 1_000_000 + 3600 * t, "rating", f"i{item}", float(rng.randint(1, 5)), None))
-        users.append((f"u{u}", 20 + u, "MF"[u % 2]))
+            events.append((name, 1_000_000 + 3600 * t, "rating", f"i{item}", float(rng.randint(1, 5)), None))
+        users.append((name, 20 + u, "MF"[u % 2]))
         split = "train" if u < n_users * 2 // 3 else ("val" if u < n_users * 5 // 6 else "test")
         options = [fav, other] if rng.random() < 0.5 else [other, fav]
-        qa.append((f"u{u}", f"which genre has this user watched most ? options : {options[0]} , {options[1]}",
+        qa.append((name, f"which genre has this user watched most ? options : {options[0]} , {options[1]}",
                    fav, options, "top_genre", "interest_perception", 1_000_000 + 3600 * events_per_user, split))
-        texts.append((f"u{u}", f"this user watched most {fav}"))
+        texts.append((name, f"this user watched most {fav}"))
     tables = {
         "events": pl.DataFrame(events, schema=["user_id", "timestamp", "source", "item_id", "value", "text"],
                                orient="row", schema_overrides={"text": pl.Utf8}),
@@ -127,6 +132,15 @@ def build_tiny_text_encoder(folder: Path, tokenizer_dir: Path, hidden: int = 32,
 def tiny_text_encoder_dir(tmp_path_factory, tiny_llm_dir) -> Path:
     """A tiny BERT folder to pass as ``text_encoder`` (item texts, contrastive user texts) instead of MiniLM."""
     return build_tiny_text_encoder(tmp_path_factory.mktemp("tiny-text-encoder"), tiny_llm_dir)
+
+
+@pytest.fixture(scope="session")
+def real_ml100k() -> Path:
+    """The offline MovieLens-100k (RecBole atomic files) from the assets cache; fetched on first use, as
+    `make test` does before the suite (`user-embed assets`)."""
+    from user_embed.assets import movielens_100k_dir
+
+    return movielens_100k_dir()
 
 
 @pytest.fixture()

@@ -13,7 +13,6 @@ from data_pipelines.movielens import detect_layout, import_movielens
 from data_pipelines.report import DataError
 from data_pipelines.schema import validate
 
-REAL_ML100K = Path("/tmp/pk/rb/recbole/dataset_example/ml-100k")
 
 
 def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
@@ -224,9 +223,8 @@ def test_movielens_row_accounting_and_strict(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not REAL_ML100K.is_dir(), reason="RecBole ML-100k copy not present")
-def test_real_recbole_ml100k():
-    result = import_movielens(REAL_ML100K, strict=True)
+def test_real_recbole_ml100k(real_ml100k):
+    result = import_movielens(real_ml100k, strict=True)
     check_schema(result)
     assert result.tables["events"].height == 100_000
     assert result.tables["users"].height == 943

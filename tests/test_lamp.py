@@ -26,7 +26,6 @@ from data_pipelines.schema import validate
 from user_embed.errors import UserError
 from user_embed.eval.lamp_metrics import classification_metrics, lamp_metrics, rating_metrics, rouge_metrics, score_lamp
 
-REAL_ML100K = Path("/tmp/pk/rb/recbole/dataset_example/ml-100k")
 
 
 def write_json(path: Path, obj) -> Path:
@@ -476,11 +475,10 @@ def test_lamp3_from_movielens_more_questions_and_nothing_half_written(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not REAL_ML100K.exists(), reason="offline MovieLens-100k copy not present")
-def test_lamp3_from_real_movielens_100k(tmp_path):
+def test_lamp3_from_real_movielens_100k(tmp_path, real_ml100k):
     from data_pipelines.movielens import import_movielens
 
-    imported = import_movielens(REAL_ML100K)
+    imported = import_movielens(real_ml100k)
     summary = build_lamp3_from_movielens(imported.tables["events"], imported.tables["items"], tmp_path / "ml")
     assert sum(s["questions"] for s in summary["splits"].values()) == 943
     result = import_lamp("LaMP_3", tmp_path / "ml/test/test_questions.json", tmp_path / "ml/test/test_outputs.json")

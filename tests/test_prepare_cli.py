@@ -16,7 +16,6 @@ from data_pipelines.schema import read_table
 from user_embed import cli
 from user_embed.commands import prepare as prepare_command
 
-REAL_ML100K = Path("/tmp/pk/rb/recbole/dataset_example/ml-100k")
 
 
 def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
@@ -210,10 +209,8 @@ def test_sources_table_is_the_extension_point(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not REAL_ML100K.is_dir(), reason="RecBole ML-100k copy not present")
-def test_real_ml100k_with_the_real_userqa_builder(tmp_path, monkeypatch):
-    pytest.importorskip("data_pipelines.userqa")
-    out = prepare_movielens_100k(tmp_path / "data", 0, source=REAL_ML100K, report_to=lambda _: None)
+def test_real_ml100k_with_the_real_userqa_builder(tmp_path, real_ml100k):
+    out = prepare_movielens_100k(tmp_path / "data", 0, source=real_ml100k, report_to=lambda _: None)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"]["events"] == 100_000 and summary["counts"]["qa"] > 0
     assert summary["qa"]

@@ -20,7 +20,6 @@ from data_pipelines.userqa_tasks import TASKS
 from user_embed.errors import ConfigError
 
 PAST_FAMILIES = ("sequence_understanding", "interest_perception")
-ML100K = Path("/tmp/pk/rb/recbole/dataset_example/ml-100k")
 
 
 # ---------------------------------------------------------------- fixtures
@@ -337,15 +336,15 @@ def test_no_eligible_users(items):
     validate("qa", qa)
 
 
-def load_ml100k() -> tuple[pl.DataFrame, pl.DataFrame]:
-    inter = pl.read_csv(ML100K / "ml-100k.inter", separator="\t",
+def load_ml100k(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    inter = pl.read_csv(folder / "ml-100k.inter", separator="\t",
                         schema_overrides={"user_id:token": pl.Utf8, "item_id:token": pl.Utf8})
     events = inter.select(
         pl.col("user_id:token").alias("user_id"), pl.col("timestamp:float").cast(pl.Int64).alias("timestamp"),
         pl.lit("rating").alias("source"), pl.col("item_id:token").alias("item_id"),
         pl.col("rating:float").cast(pl.Float64).alias("value"), pl.lit(None, dtype=pl.Utf8).alias("text"),
     )
-    raw = pl.read_csv(ML100K / "ml-100k.item", separator="\t", quote_char=None,
+    raw = pl.read_csv(folder / "ml-100k.item", separator="\t", quote_char=None,
                       schema_overrides={"item_id:token": pl.Utf8, "release_year:token": pl.Utf8})
     title = pl.format("{} ({})", "movie_title:token_seq", "release_year:token")
     items = raw.select(
@@ -356,9 +355,8 @@ def load_ml100k() -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not ML100K.exists(), reason="MovieLens-100k copy (recbole) not present")
-def test_movielens_100k_all_families_in_all_splits():
-    events, items = load_ml100k()
+def test_movielens_100k_all_families_in_all_splits(real_ml100k):
+    events, items = load_ml100k(real_ml100k)
     config = UserQAConfig(item_noun="movie", category_noun="genre", action_verb="watched")
     start = time.perf_counter()
     qa, texts, summary = build_userqa(events, items, seed=0, config=config)
