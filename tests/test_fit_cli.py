@@ -67,8 +67,8 @@ def test_fit_writes_embedder_and_llm_free_checkpoint_then_resumes(tmp_path, tiny
     checkpoint = load_checkpoint(last)
     state = checkpoint["state_dict"]
     assert checkpoint["global_step"] == 3
-    assert not [k for k in state if k.startswith("llm.")]  # the frozen LLM is recorded by path, never copied
-    assert any(k.startswith("embedder.encoders.ratings.") for k in state)
+    assert not [k for k in state if k.startswith("model.llm.")]  # the frozen LLM is recorded by path, never copied
+    assert any(k.startswith("model.embedder.encoders.ratings.") for k in state)
     assert any(k.startswith("contrastive.") for k in state)
     assert checkpoint["user_embed"]["llm"]["hidden_size"] == 64
     assert checkpoint["user_embed"]["llm"]["resolved"] == str(tiny_llm_dir)

@@ -13,7 +13,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
-
 from conftest import build_tiny_llm, write_tiny_dataset
 
 

@@ -24,10 +24,10 @@ import torch
 from data_pipelines.io import write_tables
 from user_embed.adapters import AdapterOutput
 from user_embed.config import AdapterConfig, LLMConfig, LossConfig, OptimConfig, SourceConfig
-from user_embed.training.datamodule import UserDataModule
 from user_embed.llm.prompt import PromptBuilder
 from user_embed.llm.soft_prompt import collate_prompts
 from user_embed.losses import answer_loss
+from user_embed.training.datamodule import UserDataModule
 from user_embed.training.module import UserEmbedModule
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

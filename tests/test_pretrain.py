@@ -19,6 +19,7 @@ from user_embed.data.spec import DataSpec
 from user_embed.embedder import UserEmbedder
 from user_embed.encoders import build_encoder
 from user_embed.errors import CheckpointError, ConfigError
+from user_embed.llm.record import LLMRecord
 from user_embed.pretrain.checkpoint import load_encoder_checkpoint, load_pretrained_encoder
 from user_embed.pretrain.data import NextItemCollator, NextItemDataModule, eval_targets, training_windows
 from user_embed.pretrain.heads import NextItemHead, resolve_softmax
@@ -181,7 +182,7 @@ def test_checkpoint_loads_as_a_user_embedder_source(pretrained):
     sources = [SourceConfig(kind="sasrec", name="sequence", dim=16, layers=1, heads=2, max_len=6,
                             checkpoint=str(checkpoint), freeze=True)]
     embedder = UserEmbedder(sources, AdapterConfig(kind="mlp", num_tokens=1, dim=32, heads=2, user_dim=16), spec,
-                            {"name_or_path": "tiny", "hidden_size": 32, "embed_rms": 0.02})
+                            LLMRecord(name_or_path="tiny", hidden_size=32, embed_rms=0.02))
     load_encoder_checkpoint(embedder.encoders["sequence"], sources[0], spec)
     for (name, mine), (_, theirs) in zip(embedder.encoders["sequence"].state_dict().items(), encoder.state_dict().items()):
         assert torch.equal(mine, theirs), name
@@ -189,15 +190,15 @@ def test_checkpoint_loads_as_a_user_embedder_source(pretrained):
 
 def test_module_loader_refuses_a_mismatched_vocabulary(pretrained):
     """The UserEmbedModule path (`checkpoint:` in a fit config) runs the same vocabulary check."""
-    from user_embed.training.module import _load_encoder_checkpoints
+    from user_embed.pretrain.checkpoint import load_encoder_checkpoints
 
     checkpoint, spec, _ = pretrained
     other = DataSpec(item_ids=[f"x{i}" for i in range(N_ITEMS)], categories=spec.categories)
     sources = [SourceConfig(kind="sasrec", name="sequence", dim=16, layers=1, heads=2, max_len=6, checkpoint=str(checkpoint))]
     embedder = UserEmbedder(sources, AdapterConfig(kind="mlp", num_tokens=1, dim=32, heads=2, user_dim=16), other,
-                            {"name_or_path": "tiny", "hidden_size": 32, "embed_rms": 0.02})
+                            LLMRecord(name_or_path="tiny", hidden_size=32, embed_rms=0.02))
     with pytest.raises(CheckpointError, match="vocabulary does not match"):
-        _load_encoder_checkpoints(embedder, sources)
+        load_encoder_checkpoints(embedder, sources)
 
 
 def test_bad_checkpoints_are_refused_with_clear_messages(pretrained, tmp_path):

@@ -7,12 +7,12 @@ import polars as pl
 import pytest
 import torch
 
-from user_embed.training.datamodule import UserDataModule
 from user_embed.errors import ConfigError
-from user_embed.llm.scoring import prefill_shared_prefix, score_options, shared_prefix_length
 from user_embed.eval.userqa import context_batches
 from user_embed.llm.prompt import PromptIds
+from user_embed.llm.scoring import prefill_shared_prefix, score_options, shared_prefix_length
 from user_embed.llm.soft_prompt import collate_prompts
+from user_embed.training.datamodule import UserDataModule
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -4,7 +4,8 @@ It is the one place that turns histories into model inputs: :meth:`UserStore.col
 collate function (padded history tensors, profile fields, optional text vectors) for an embedder's
 vocabularies (its :class:`~user_embed.data.spec.DataSpec`), and :meth:`UserStore.history_writer` writes a
 user's events as text for the text baselines. Events at or after the store's ``cutoff`` (Unix seconds)
-are never read; each question may also carry its own, earlier cutoff.
+are never read, and the time from each event to the cutoff is what the encoders see for questions without
+a cutoff of their own (a question may carry its own, earlier cutoff).
 
 Frames follow the schema of ``data_pipelines/schema.py``. ``from_frames`` is lenient where nothing is
 lost: integer ids become strings, integer or datetime timestamps become Int64 Unix seconds, integer values
@@ -120,7 +121,7 @@ class UserStore:
         if user_text_vectors is None and key in self._collators:
             return self._collators[key]
         collator = Collator(self.histories(spec), category_table(spec, self.items), max_len,
-                            ProfileTable(self.users, spec), user_text_vectors)
+                            ProfileTable(self.users, spec), user_text_vectors, default_cutoff=self.cutoff)
         if user_text_vectors is None:
             self._collators[key] = collator
         return collator

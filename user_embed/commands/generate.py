@@ -104,9 +104,9 @@ def main(argv: list[str] | None = None, command: str = "generate") -> int:
         if not args.question.strip():
             raise UserError("--question is empty")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from data_pipelines.io import write_jsonl_atomic
     from transformers.utils import logging as hf_logging
 
+    from data_pipelines.io import write_jsonl_atomic
     from user_embed.generate import Request, SamplingConfig
     from user_embed.model import PersonalizedLM
     from user_embed.store import UserStore

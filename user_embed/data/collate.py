@@ -61,8 +61,10 @@ class Collator:
     """Callable collate_fn; holds the lookup tables (histories, categories, profiles, text vectors)."""
 
     def __init__(self, histories, category_table: np.ndarray, max_len: int, profiles=None,
-                 user_text_vectors: dict[str, np.ndarray] | None = None):
+                 user_text_vectors: dict[str, np.ndarray] | None = None, default_cutoff: int | None = None):
+        """``default_cutoff``: the cutoff of examples that have none (times are measured to it)."""
         self.histories = histories
+        self.default_cutoff = default_cutoff
         self.category_table = category_table
         self.max_len = max_len
         self.profiles = profiles  # ProfileTable or None
@@ -77,14 +79,15 @@ class Collator:
         mask = np.zeros((batch, length), bool)
         truncated = 0
         for row, ex in enumerate(examples):
-            window = self.histories.window(ex.user_id, ex.cutoff, length)
+            cutoff = ex.cutoff if ex.cutoff is not None else self.default_cutoff
+            window = self.histories.window(ex.user_id, cutoff, length)
             n = len(window.items)
             truncated += window.truncated
             if n:
                 items[row, -n:] = window.items
                 values[row, -n:] = window.values
                 has_value[row, -n:] = window.has_value
-                gaps[row, -n:] = gap_buckets(ex.cutoff, window.timestamps)
+                gaps[row, -n:] = gap_buckets(cutoff, window.timestamps)
                 mask[row, -n:] = True
         inputs = SourceInputs(
             items=torch.from_numpy(items), categories=torch.from_numpy(self.category_table[items]),

@@ -9,6 +9,7 @@ saved with the embedder, like the `text` encoder's.
 from __future__ import annotations
 
 import torch
+
 from user_embed.config import SourceConfig
 from user_embed.data.spec import DataSpec
 from user_embed.encoders.base import EncoderOutput, SourceEncoder, SourceInputs

@@ -16,7 +16,6 @@ from user_embed.config import LLMConfig
 from user_embed.errors import UserError
 from user_embed.llm.record import LLMRecord
 
-
 #: Saved architectures that generate text (``LlamaForCausalLM``, ``GPT2LMHeadModel``,
 #: ``Gemma3ForConditionalGeneration``); a folder saved as e.g. ``BertModel`` or ``BertForMaskedLM``
 #: is refused even though its model type has a causal-LM class.

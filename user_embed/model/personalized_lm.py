@@ -42,6 +42,7 @@ from user_embed.losses import ContrastiveLoss, answer_loss, option_alignment_los
 from user_embed.model.answer_logits import answer_logits, answer_logits_after_frozen_prefix
 from user_embed.model.pairing import check_same_llm, llm_config_for, load_lora, requested_llm
 from user_embed.named_categories import name_embeddings
+from user_embed.pretrain.checkpoint import load_encoder_checkpoints
 from user_embed.store import UserStore
 
 METHODS = ("none", "text", "bm25", "soft")
@@ -81,7 +82,7 @@ class PersonalizedLM(nn.Module):
                                   f"module computed item vectors for {sorted(spec.item_vectors) or 'none'} "
                                   f"(set data.text_encoder to the same value)")
         embedder = UserEmbedder(sources, adapter, spec, loaded.record)
-        _load_encoder_checkpoints(embedder, sources)
+        load_encoder_checkpoints(embedder, sources)
         if embedder.named_categories is not None or embedder.category_pointer is not None:
             # the LLM's own embeddings of the category names
             embedder.set_category_names(name_embeddings(loaded.tokenizer, loaded.model.get_input_embeddings(),
@@ -364,8 +365,7 @@ class PersonalizedLM(nn.Module):
         scores: list[list[float]] = []
         for start in range(0, len(examples), _positive(batch_size)):
             chunk = examples[start:start + batch_size]
-            batch = self.batch(users, chunk) if method == "soft" else None
-            part, _ = self.option_scores(batch, method, contexts[start:start + batch_size] if contexts else None)
+            part, _ = self.option_scores(self.batch(users, chunk), method, contexts[start:start + batch_size] if contexts else None)
             scores += part
         return scores
 
@@ -458,16 +458,3 @@ def _positive(batch_size: int) -> int:
     if batch_size <= 0:
         raise UserError(f"batch_size must be > 0, got {batch_size}")
     return batch_size
-
-
-def _load_encoder_checkpoints(embedder: UserEmbedder, sources: list[SourceConfig]) -> None:
-    """Start encoders from pre-trained weights where a source names a checkpoint folder (`user-embed pretrain`).
-
-    The checkpoint's architecture (kind, dim, layers, heads, max_len) and item/category vocabularies
-    must match this source and the data; otherwise a CheckpointError says what differs.
-    """
-    from user_embed.pretrain.checkpoint import load_encoder_checkpoint
-
-    for source in sources:
-        if source.checkpoint:
-            load_encoder_checkpoint(embedder.encoders[source.name], source, embedder.spec)

@@ -157,3 +157,14 @@ def _card(config: dict) -> str:
         "with the same dim/layers/heads/max_len.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def load_encoder_checkpoints(embedder: nn.Module, sources: list[SourceConfig]) -> None:
+    """Start a UserEmbedder's encoders from pre-trained weights where a source names a checkpoint folder.
+
+    The checkpoint's architecture (kind, dim, layers, heads, max_len) and item/category vocabularies
+    must match this source and the data; otherwise a CheckpointError says what differs.
+    """
+    for source in sources:
+        if source.checkpoint:
+            load_encoder_checkpoint(embedder.encoders[source.name], source, embedder.spec)

@@ -16,7 +16,7 @@ import lightning as L
 import torch
 
 from user_embed.config import SourceConfig
-from user_embed.data.spec import DataSpec, UNKNOWN_ITEM
+from user_embed.data.spec import UNKNOWN_ITEM, DataSpec
 from user_embed.encoders import build_encoder
 from user_embed.errors import ConfigError
 from user_embed.pretrain.data import NextItemBatch

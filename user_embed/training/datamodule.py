@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader
 
 from data_pipelines.schema import read_table
 from user_embed.data.collate import Collator, Example
-from user_embed.data.questions import questions_by_split
 from user_embed.data.history import UserHistories
+from user_embed.data.questions import questions_by_split
 from user_embed.data.sampler import ResumableDataLoader, ResumableSampler
 from user_embed.data.spec import DataSpec
 from user_embed.errors import ConfigError

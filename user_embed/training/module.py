@@ -15,11 +15,11 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from user_embed.adapters import get_adapter_builder
 from user_embed.config import AdapterConfig, LLMConfig, LossConfig, OptimConfig, SourceConfig
 from user_embed.data.collate import UserBatch
 from user_embed.embedder import UserEmbedder
 from user_embed.encoders.registry import get_encoder_builder
-from user_embed.adapters import get_adapter_builder
 from user_embed.errors import ConfigError
 from user_embed.llm.load import trainable_state
 from user_embed.losses import ContrastiveLoss
