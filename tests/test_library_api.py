@@ -108,6 +108,7 @@ def test_public_api_is_small_and_lazy():
 def test_embed_soft_prompt_and_question_conditioning(lm, users):
     vectors = lm.embed(users, ["196", "405", "u2"])
     assert vectors.shape == (3, 32) and not torch.equal(vectors[0], vectors[1])
+    torch.testing.assert_close(lm.embed(users, [196]), vectors[:1])  # integer ids read as their strings
     soft = lm.soft_prompt(users, ["196", "405"], ["which genre ?", "which genre ?"])
     assert soft.shape == (2, lm.num_tokens, 64)
     other = lm.soft_prompt(users, ["196"], ["how many movies did this user watch ?"])

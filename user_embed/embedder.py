@@ -106,14 +106,11 @@ class UserEmbedder(nn.Module):
         Needs no LLM. Users with no events (before the cutoff) get a profile-only vector."""
         from user_embed.data.collate import Example
 
-        if isinstance(user_ids, str):
-            raise UserError("user_ids must be a list of ids, got one string")
-        user_ids = list(user_ids)
+        user_ids = users.require(user_ids)
         if cutoffs is not None and len(cutoffs) != len(user_ids):
             raise UserError(f"cutoffs: {len(cutoffs)} given for {len(user_ids)} user ids")
         if batch_size <= 0:
             raise UserError(f"batch_size must be > 0, got {batch_size}")
-        users.require(user_ids)
         was_training = self.training
         self.eval()
         collator, device = users.collator(self.spec, self.max_len), next(self.parameters()).device

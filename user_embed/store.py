@@ -16,6 +16,7 @@ naming the frame, column and row.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,21 +85,27 @@ class UserStore:
         return len(self._user_ids)
 
     def unknown_reason(self, user_id: object) -> str | None:
-        """Why ``user_id`` cannot be embedded (missing, wrong type, unknown), or None."""
+        """Why ``user_id`` cannot be embedded (missing, wrong type, unknown), or None. Integer ids are read as
+        their decimal strings (ids are strings in the schema)."""
         if user_id is None or (isinstance(user_id, str) and not user_id.strip()):
             return "missing user_id"
+        if isinstance(user_id, int) and not isinstance(user_id, bool):
+            user_id = str(user_id)
         if not isinstance(user_id, str):
             return f"user id {user_id!r} is a {type(user_id).__name__}; user ids are strings"
         if user_id not in self._user_ids:
             return f"unknown user '{user_id}' (not in the users or events of {self.origin})"
         return None
 
-    def require(self, user_ids: list[str]) -> None:
-        """Raise one UserError naming the first unknown user id."""
+    def require(self, user_ids: Sequence[object]) -> list[str]:
+        """The ids as strings; one UserError naming the first unknown or malformed id."""
+        if isinstance(user_ids, str):
+            raise UserError("user_ids must be a list of ids, got one string")
         for user_id in user_ids:
             reason = self.unknown_reason(user_id)
             if reason:
                 raise UserError(reason)
+        return [str(user_id) for user_id in user_ids]
 
     # ---- model inputs --------------------------------------------------------------------------
     def histories(self, spec: DataSpec) -> UserHistories:

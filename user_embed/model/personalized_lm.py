@@ -38,8 +38,8 @@ from user_embed.llm.load import LoadedLLM, load_llm
 from user_embed.llm.prompt import PromptBuilder, PromptIds
 from user_embed.llm.scoring import pick, prefill_shared_prefix, score_options, shared_prefix_length
 from user_embed.llm.soft_prompt import PromptBatch, collate_prompts, mean_question_embedding, splice_soft_prompt
-from user_embed.losses import ContrastiveLoss, answer_loss, option_alignment_loss
-from user_embed.model.answer_logits import answer_logits, answer_logits_after_frozen_prefix
+from user_embed.losses import ContrastiveLoss
+from user_embed.model.objective import joint_loss, option_alignment
 from user_embed.model.pairing import check_same_llm, llm_config_for, load_lora, requested_llm
 from user_embed.named_categories import name_embeddings
 from user_embed.pretrain.checkpoint import load_encoder_checkpoints
@@ -62,7 +62,7 @@ class PersonalizedLM(nn.Module):
         self.prompts = prompts
         self.trains_llm = trains_llm  # LoRA weights train; otherwise the LLM always runs in eval mode
         self.llm_path, self.trust_remote_code = llm_path, trust_remote_code
-        self._option_vectors: dict[str, torch.Tensor] = {}  # option text → its mean LLM token embedding
+        self.option_vector_cache: dict[str, torch.Tensor] = {}  # option text → its mean LLM token embedding
         self._backends: dict[str, object] = {}
         for source in embedder.source_configs:
             if source.freeze:
@@ -203,60 +203,14 @@ class PersonalizedLM(nn.Module):
     def loss(self, batch: UserBatch, contrastive: ContrastiveLoss | None = None, contrastive_weight: float = 0.0,
              option_alignment_weight: float = 0.0, option_alignment_scale: float = 10.0,
              frozen_prefix: bool | None = None, alignment_only: bool = False) -> dict[str, torch.Tensor]:
-        """qa_loss (+ option_alignment_loss, + contrastive_loss) and their weighted sum ``loss``.
-
-        ``frozen_prefix`` (default: when the soft prompt sits after the question and no LoRA trains) runs the
-        tokens before the soft slot without gradients and continues from their KV cache: same loss, less backward.
-        ``alignment_only`` (the alignment phase) skips the LLM: option alignment (+ contrastive) only.
-        """
-        if frozen_prefix is None:
-            frozen_prefix = self.prompts.soft_position == "after" and not self.trains_llm
-        if alignment_only:  # the embedder alone: option alignment (+ contrastive), no LLM forward pass
-            out = self.embedder_output(batch, self.prompt_batch(batch.examples, with_answers=False))
-            losses, total = {}, 0.0
-        else:
-            logits, labels, out = (answer_logits_after_frozen_prefix if frozen_prefix else answer_logits)(self, batch)
-            losses = {"qa_loss": answer_loss(logits, labels)}
-            total = losses["qa_loss"]
-        weight = 1.0 if alignment_only else option_alignment_weight
-        if weight > 0:
-            aligned = self.option_alignment(batch.examples, out.soft_prompt, option_alignment_scale)
-            if aligned is not None:
-                losses["option_alignment_loss"], losses["option_alignment_accuracy"] = aligned
-                total = total + weight * aligned[0]
-        if contrastive is not None and batch.text_vectors is not None:
-            losses["contrastive_loss"] = contrastive(out.user_vector, batch.text_vectors, batch.user_index)
-            total = total + contrastive_weight * losses["contrastive_loss"]
-        losses["loss"] = total
-        return losses
+        """The training objective for a batch: qa_loss (+ option_alignment_loss, + contrastive_loss) and their
+        weighted sum ``loss`` (see :func:`user_embed.model.objective.joint_loss`)."""
+        return joint_loss(self, batch, contrastive, contrastive_weight, option_alignment_weight,
+                          option_alignment_scale, frozen_prefix, alignment_only)
 
     def option_alignment(self, examples: list[Example], soft_prompt: torch.Tensor, scale: float = 10.0):
-        """(loss, accuracy) of the option-alignment loss over the questions whose options hold their answer;
-        None when no question in the batch has such options (e.g. free-text answers)."""
-        rows = [i for i, ex in enumerate(examples) if ex.options and ex.answer in ex.options]
-        if not rows:
-            return None
-        vectors = self._option_vectors_for([o for i in rows for o in examples[i].options])
-        width = max(len(examples[i].options) for i in rows)
-        option_embeds = soft_prompt.new_zeros(len(rows), width, soft_prompt.shape[-1])  # (R, O, d_llm)
-        option_mask = torch.zeros(len(rows), width, dtype=torch.bool, device=soft_prompt.device)  # (R, O)
-        for r, i in enumerate(rows):
-            options = examples[i].options
-            option_embeds[r, : len(options)] = torch.stack([vectors[o] for o in options])
-            option_mask[r, : len(options)] = True
-        answers = torch.tensor([examples[i].options.index(examples[i].answer) for i in rows],
-                               device=soft_prompt.device)  # (R,)
-        return option_alignment_loss(soft_prompt[rows], option_embeds, option_mask, answers, scale)
-
-    def _option_vectors_for(self, options: list[str]) -> dict[str, torch.Tensor]:
-        """Each option's mean input-token embedding under the frozen LLM, computed once per option text."""
-        cache = self._option_vectors
-        new = sorted({o for o in options if o not in cache})
-        if new:
-            embedding = self.llm.get_input_embeddings()
-            for option, vector in zip(new, name_embeddings(self.tokenizer, embedding, new)):
-                cache[option] = vector.to(embedding.weight.device)
-        return cache
+        """(loss, accuracy) of the option-alignment loss, or None (see :func:`user_embed.model.objective`)."""
+        return option_alignment(self, examples, soft_prompt, scale)
 
     @torch.no_grad()
     def option_scores(self, batch: UserBatch, method: str = "soft", contexts: list[str] | None = None,
@@ -295,12 +249,10 @@ class PersonalizedLM(nn.Module):
         """Checked :class:`Example` s: known users, non-empty text questions, one entry per user id."""
         if isinstance(user_ids, str):
             raise UserError("user_ids must be a list of ids, got one string")
-        user_ids = list(user_ids)
+        user_ids = users.require(user_ids) if require_users else [str(u) for u in user_ids]
         for name, values in (("questions", questions), ("cutoffs", cutoffs), ("options", options)):
             if values is not None and len(values) != len(user_ids):
                 raise UserError(f"{name}: {len(values)} given for {len(user_ids)} user ids")
-        if require_users:
-            users.require(user_ids)
         out = []
         for i, user in enumerate(user_ids):
             question = "" if questions is None else questions[i]
