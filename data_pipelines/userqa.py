@@ -10,7 +10,9 @@ families (tasks in :mod:`data_pipelines.userqa_tasks`)::
     action_prediction       next_category, next_rating (skipped when events have no values)
     interest_perception     longterm_top_category, recent_top_category, interest_shift
 
-Answers come from a stated option list (shuffled), so accuracy is exact. Per task and split,
+Answers come from a stated option list (shuffled), so accuracy is exact. Each category question is also
+asked in an open variant (task ``<task>_open``, ``options`` empty): the same answer, no options listed, for
+free-text answers (``UserQAConfig.open_questions``). Per task and split,
 over-represented answers are downsampled so no answer exceeds ``max_majority_share`` where
 the data allows. Splits are user-disjoint, decided by a hash of (seed, user_id), so a user's
 split does not depend on the config or on other users. ``texts`` holds one factual,
@@ -29,7 +31,7 @@ import polars as pl
 from data_pipelines.errors import ConfigError
 from data_pipelines.report import RowReport
 from data_pipelines.schema import SPLITS, validate
-from data_pipelines.userqa_config import UserQAConfig  # re-exported: `from data_pipelines.userqa import UserQAConfig`
+from data_pipelines.userqa_config import OPEN_SUFFIX, UserQAConfig  # UserQAConfig re-exported from here
 from data_pipelines.userqa_tasks import TASKS, QAContext, plural
 
 
@@ -131,15 +133,35 @@ def _finish(rows: pl.DataFrame, task: str, ctx: QAContext, users: pl.DataFrame) 
     shuffled = shuffled.sort("_row", "_rand").group_by("_row", maintain_order=True).agg("options")
     rows = rows.drop("options").join(shuffled, on="_row").sort("_row")
     spec = TASKS[task]
-    body = _fill(spec.template(ctx.config), {"subject": pl.col("subject"), "window": pl.col("window")})
+    fields = {"subject": pl.col("subject"), "window": pl.col("window")}
+    body = _fill(spec.template(ctx.config), fields)
     question = pl.concat_str([body, pl.lit(" Options: "), pl.col("options").list.join(", "),
                               pl.lit(". Answer with one option.")])
+    open_question = _fill(spec.open_template(ctx.config), fields) if spec.open_template else pl.lit(None, pl.Utf8)
     rows = rows.join(users.select("user_id", "cutoff", "split"), on="user_id", maintain_order="left")
     # user_id stays an Enum (lexical order) until the final table is assembled
     return rows.select(
         "user_id", question.alias("question"), "answer", "options", pl.lit(task).alias("task"),
-        pl.lit(spec.family).alias("family"), "cutoff", "split", "replica",
+        pl.lit(spec.family).alias("family"), "cutoff", "split", "replica", open_question.alias("open_question"),
     )
+
+
+def _open_variant(rows: pl.DataFrame, task: str) -> pl.DataFrame:
+    """The open variant of a task's questions: the same users, answers and cutoffs, no options listed."""
+    rows = rows.with_columns(pl.col("open_question").alias("question"), pl.lit([], pl.List(pl.Utf8)).alias("options"),
+                             pl.lit(task + OPEN_SUFFIX).alias("task"))
+    return rows.unique(["user_id", "question", "answer"], keep="first", maintain_order=True)
+
+
+def _open_summary(rows: pl.DataFrame) -> dict:
+    """Rows and majority-answer share per split of an open task (its random accuracy depends on the labels)."""
+    out: dict = {"rows": {}, "majority_share": {}}
+    for split in (*SPLITS, "all"):
+        part = rows if split == "all" else rows.filter(pl.col("split") == split)
+        out["rows"][split] = part.height
+        if not part.is_empty():
+            out["majority_share"][split] = round(part["answer"].value_counts()["count"].max() / part.height, 4)
+    return out
 
 
 def balance_cap(counts: list[int], max_share: float) -> int | None:
@@ -300,10 +322,16 @@ def build_userqa(
         entry.update(users_asked=rows["user_id"].n_unique(), not_asked=result.not_asked,
                      dropped_for_balance=dropped, balanced=balanced)
         task_summaries[task] = entry
-        tables.append(rows)
+        if config.open_questions and spec.open_template is not None:
+            open_rows = _open_variant(rows, task)
+            task_summaries[task + OPEN_SUFFIX] = {"family": spec.family, "open_variant_of": task, "balanced": balanced,
+                                                  **_open_summary(open_rows)}
+            tables.append(open_rows.drop("open_question"))
+        tables.append(rows.drop("open_question"))
 
     qa = pl.concat(tables) if tables else None
     order = {name: i for i, name in enumerate(TASKS)}
+    order |= {name + OPEN_SUFFIX: len(TASKS) + i for i, name in enumerate(TASKS)}
     if qa is None or qa.is_empty():
         qa = pl.DataFrame(schema={"user_id": pl.Utf8, "question": pl.Utf8, "answer": pl.Utf8,
                                   "options": pl.List(pl.Utf8), "task": pl.Utf8, "family": pl.Utf8,

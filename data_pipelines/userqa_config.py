@@ -24,6 +24,10 @@ TASK_NAMES: tuple[str, ...] = (
 )
 
 
+#: Task-name suffix of the open variants (no options listed) of the category questions.
+OPEN_SUFFIX = "_open"
+
+
 def bucket_bounds(labels: tuple[str, ...]) -> list[tuple[int, int]]:
     """``("0", "1-2")`` -> ``[(0, 0), (1, 2)]``; raises ValueError on a malformed label."""
     bounds = []
@@ -59,6 +63,9 @@ class UserQAConfig:
     """interest_shift needs a share change (newer half minus older half) larger than this."""
     high_rating: float = 4.0
     """next_rating answer is "high" when the value is >= this, else "low"."""
+    open_questions: bool = True
+    """Also ask each category question in an open variant (task ``<task>_open``): the same answer, no options
+    listed ("Which genre … ? Answer with one genre."), so training and evaluation cover free-text answers."""
     max_majority_share: float = 0.5
     """Per task and split, no answer may exceed this share (over-represented answers are downsampled)."""
     item_noun: str = "item"

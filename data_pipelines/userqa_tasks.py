@@ -350,6 +350,7 @@ class TaskSpec:
     build: Callable[[QAContext, str, int], TaskResult]
     template: Callable[[UserQAConfig], str]  # placeholders: {subject}, {window}
     category_options: bool  # options are categories (vs a fixed label set)
+    open_template: Callable[[UserQAConfig], str] | None = None  # the open variant: no options, any category
 
 
 def _nouns(c: UserQAConfig) -> tuple[str, str, str, str, str]:
@@ -372,6 +373,16 @@ def _t_next_cat(c: UserQAConfig) -> str:
     return f"Which of these {cs} does this user's next {n} have?"
 
 
+def _t_recent_open(c: UserQAConfig) -> str:
+    n, _, cat, _, v = _nouns(c)
+    return f"Which {cat} does the most recent {n} this user {v} have? Answer with one {cat}."
+
+
+def _t_next_cat_open(c: UserQAConfig) -> str:
+    n, _, cat, _, _ = _nouns(c)
+    return f"Which {cat} does this user's next {n} have? Answer with one {cat}."
+
+
 def _t_next_rating(c: UserQAConfig) -> str:
     n = c.item_noun
     return (f'This user\'s next {n} is "{{subject}}". Will this user give it a high {c.value_noun} '
@@ -381,6 +392,16 @@ def _t_next_rating(c: UserQAConfig) -> str:
 def _t_longterm(c: UserQAConfig) -> str:
     _, _, _, cs, v = _nouns(c)
     return f"Which of these {cs} has this user {v} most overall?"
+
+
+def _t_longterm_open(c: UserQAConfig) -> str:
+    _, _, cat, _, v = _nouns(c)
+    return f"Which {cat} has this user {v} most overall? Answer with one {cat}."
+
+
+def _t_recent_top_open(c: UserQAConfig) -> str:
+    _, ns, cat, _, v = _nouns(c)
+    return f"Which {cat} is most frequent among the last {{window}} {ns} this user {v}? Answer with one {cat}."
 
 
 def _t_recent_top(c: UserQAConfig) -> str:
@@ -395,12 +416,14 @@ def _t_shift(c: UserQAConfig) -> str:
 
 
 TASKS: dict[str, TaskSpec] = {
-    "recent_category": TaskSpec("sequence_understanding", recent_category, _t_recent, True),
+    "recent_category": TaskSpec("sequence_understanding", recent_category, _t_recent, True, _t_recent_open),
     "category_count": TaskSpec("sequence_understanding", category_count, _t_count, False),
-    "next_category": TaskSpec("action_prediction", next_category, _t_next_cat, True),
+    "next_category": TaskSpec("action_prediction", next_category, _t_next_cat, True, _t_next_cat_open),
     "next_rating": TaskSpec("action_prediction", next_rating, _t_next_rating, False),
-    "longterm_top_category": TaskSpec("interest_perception", longterm_top_category, _t_longterm, True),
-    "recent_top_category": TaskSpec("interest_perception", recent_top_category, _t_recent_top, True),
+    "longterm_top_category": TaskSpec("interest_perception", longterm_top_category, _t_longterm, True,
+                                      _t_longterm_open),
+    "recent_top_category": TaskSpec("interest_perception", recent_top_category, _t_recent_top, True,
+                                    _t_recent_top_open),
     "interest_shift": TaskSpec("interest_perception", interest_shift, _t_shift, False),
 }
 if tuple(TASKS) != TASK_NAMES:  # the config validates task names against TASK_NAMES

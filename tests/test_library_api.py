@@ -194,7 +194,7 @@ def test_bad_input_is_one_clear_line(lm, users, setup, tmp_path):
     config = json.loads((setup["embedder"] / "config.json").read_text())
     config["llm"]["hidden_size"] = "wide"
     (broken / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="hidden_size must be a positive integer"):
+    with pytest.raises(CheckpointError, match="hidden_size must be"):
         PersonalizedLM.from_pretrained(broken)
 
 
@@ -204,3 +204,18 @@ def test_the_training_recipe_is_a_small_file_over_the_inference_model():
     for path in (ROOT / "user_embed").rglob("*.py"):  # nothing below the recipe imports Lightning
         if path.parts[-2] not in ("training", "commands", "pretrain"):
             assert "import lightning" not in path.read_text() and "from lightning" not in path.read_text(), path
+
+
+def test_userqa_evaluation_runs_a_method_on_a_user_subset(lm, users, setup):
+    from data_pipelines.schema import read_table
+    from user_embed.data.questions import questions_by_split
+    from user_embed.eval.userqa import evaluate_userqa
+
+    examples = questions_by_split(read_table(setup["data"], "qa"))["train"][:12]
+    few = {examples[0].user_id, examples[1].user_id}
+    metrics = evaluate_userqa(lm, users, examples, ["none", "text", "soft"], progress=False,
+                              method_users={"text": few})
+    assert metrics["answered"] == {"none": 12, "text": 2, "soft": 12}
+    assert sum(row["text"] is not None for row in metrics["predictions"]) == 2
+    assert metrics["paired"]["soft-none"]["overall"]["questions"] == 12
+    assert metrics["paired"]["soft-text"]["overall"]["questions"] == 2

@@ -145,22 +145,34 @@ def test_every_answer_recomputed_from_events(built, events, items):
     tl = user_timelines(events, config)
     cats = {r["item_id"]: set(r["categories"]) for r in items.iter_rows(named=True)}
     titles = dict(zip(items["item_id"], items["title"]))
-    assert set(qa["task"]) == set(TASKS)
-    for row in qa.iter_rows(named=True):
+    open_tasks = {f"{t}_open" for t, spec in TASKS.items() if spec.open_template is not None}
+    assert set(qa["task"]) == set(TASKS) | open_tasks
+    choice = qa.filter(pl.col("options").list.len() > 0)
+    for row in choice.iter_rows(named=True):
         check_row(row, tl[row["user_id"]], cats, titles, config)
+    # each open question is a multiple-choice question of its base task without the options
+    key = ["user_id", "answer", "cutoff", "split"]
+    for task in open_tasks:
+        open_rows = qa.filter(pl.col("task") == task).select(key).sort(key)
+        base = choice.filter(pl.col("task") == task.removesuffix("_open")).select(key).unique().sort(key)
+        assert open_rows.height and open_rows.equals(base)
 
 
 def test_tables_valid_and_options_well_formed(built):
     qa, texts, summary = built
     validate("qa", qa)
     validate("texts", texts)
+    assert summary["rows"] == qa.height
+    open_rows = qa.filter(pl.col("task").str.ends_with("_open"))
+    assert open_rows["options"].list.len().max() == 0
+    assert all(q.endswith("Answer with one category.") and "Options" not in q for q in open_rows["question"])
+    qa = qa.filter(~pl.col("task").str.ends_with("_open"))
     assert qa["options"].list.len().is_between(2, 4).all()
     assert all(a in o for a, o in zip(qa["answer"], qa["options"]))
     assert qa.select(pl.col("options").list.n_unique() == pl.col("options").list.len()).to_series().all()
     assert set(qa["family"]) == set(FAMILIES)
     assert all(q.endswith("Answer with one option.") and ", ".join(o) in q for q, o in zip(qa["question"], qa["options"]))
     assert set(qa["user_id"]) <= set(texts["user_id"])
-    assert summary["rows"] == qa.height
     json.dumps(summary)  # goes into summary.json as qa_summary
 
 
@@ -237,7 +249,9 @@ def test_null_values_skip_rating_task(events, items):
 def test_config_counts_and_options(events, items):
     config = UserQAConfig(num_options=4, tasks={"longterm_top_category": 2, "next_category": 1, "next_rating": 3})
     qa, _, summary = build_userqa(events, items, config=config)
-    assert set(qa["task"]) == {"longterm_top_category", "next_category", "next_rating"}
+    assert set(qa["task"]) == {"longterm_top_category", "next_category", "next_rating", "longterm_top_category_open",
+                               "next_category_open"}
+    qa = qa.filter(~pl.col("task").str.ends_with("_open"))
     assert (qa.filter(pl.col("task") != "next_rating")["options"].list.len() == 4).all()
     per_user = qa.group_by("user_id", "task").len()
     assert per_user.filter(pl.col("task") == "next_rating")["len"].max() == 1  # identical questions deduplicated
@@ -285,7 +299,10 @@ def test_hand_worked_example():
     assert summary["events"]["dropped"] == {"item_id not in items table": 1}
     assert summary["users"] == {"in_events": 3, "eligible": 2, "skipped": {"too_few_history": 1, "no_future": 0}}
     u1 = {r["task"]: r for r in qa.filter(pl.col("user_id") == "u1").iter_rows(named=True)}
-    assert set(u1) == set(TASKS)
+    open_tasks = {f"{t}_open" for t, spec in TASKS.items() if spec.open_template is not None}
+    assert set(u1) == set(TASKS) | open_tasks
+    assert u1["longterm_top_category_open"]["answer"] == u1["longterm_top_category"]["answer"]
+    assert u1["next_category_open"]["question"] == "Which category does this user's next item have? Answer with one category."
     assert {r["cutoff"] for r in u1.values()} == {9 * 86_400}
     assert u1["recent_category"]["answer"] in {"Comedy", "Romance"}  # most recent: E
     assert not set(u1["recent_category"]["options"]) & {"Comedy", "Romance"} - {u1["recent_category"]["answer"]}
@@ -371,5 +388,5 @@ def test_movielens_100k_all_families_in_all_splits(real_ml100k):
     tl = user_timelines(events, config)
     cats = {r["item_id"]: set(r["categories"]) - {""} for r in items.iter_rows(named=True)}
     titles = dict(zip(items["item_id"], items["title"]))
-    for row in qa.iter_rows(named=True):
+    for row in qa.filter(pl.col("options").list.len() > 0).iter_rows(named=True):
         check_row(row, tl[row["user_id"]], cats, titles, config)

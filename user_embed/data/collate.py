@@ -7,7 +7,7 @@ model side tokenises them, so the data side never needs the LLM.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -28,6 +28,14 @@ class Example:
     family: str = ""
     cutoff: int | None = None
     uid: int = -1  # integer user index (same user → same uid), for contrastive masking
+    candidates: list[str] = field(default_factory=list)
+    """The labels an open question's answer is one of (e.g. every category): free-text answers are parsed
+    against them and the option-alignment loss points among them; empty for multiple choice."""
+
+    @property
+    def choices(self) -> list[str]:
+        """The options, or for an open question its candidate labels."""
+        return self.options or self.candidates
 
 
 @dataclass
@@ -46,6 +54,18 @@ class UserBatch:
 
     def __len__(self) -> int:
         return len(self.examples)
+
+    def select(self, rows: list[int]) -> "UserBatch":
+        """The batch of these rows only (e.g. its multiple-choice questions)."""
+        index = torch.tensor(rows, dtype=torch.long)
+
+        def pick(value):
+            return value.index_select(0, index.to(value.device)) if isinstance(value, torch.Tensor) else value
+
+        inputs = SourceInputs(**{f.name: pick(getattr(self.inputs, f.name)) for f in fields(self.inputs)})
+        text = pick(self.text_vectors) if self.text_vectors is not None else None
+        return UserBatch(inputs, [self.examples[i] for i in rows], pick(self.user_index), text, self.truncated,
+                         self.extra)
 
 
 def gap_buckets(cutoff: int | None, timestamps: np.ndarray) -> np.ndarray:

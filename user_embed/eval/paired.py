@@ -36,12 +36,14 @@ def cluster_bootstrap_diff(users: list[str], hits_a: list[bool], hits_b: list[bo
 def paired_differences(predictions: list[dict], method: str, baselines: list[str], groups: list[str]
                        ) -> dict[str, dict[str, dict[str, float]]]:
     """``{"<method>-<base>": {"<group>": cluster_bootstrap_diff(...)}}`` for ``overall`` and each family in
-    ``groups``; ``predictions`` are the evaluation's per-question rows (user_id, family, answer, methods)."""
+    ``groups``; ``predictions`` are the evaluation's per-question rows (user_id, family, answer, methods), and
+    each difference is over the questions that both methods answered (a method's entry is None elsewhere)."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for base in baselines:
         table = {}
         for group in groups:
-            rows = [r for r in predictions if group == "overall" or r["family"] == group]
+            rows = [r for r in predictions if (group == "overall" or r["family"] == group)
+                    and r.get(method) is not None and r.get(base) is not None]
             if rows:
                 table[group] = cluster_bootstrap_diff([r["user_id"] for r in rows],
                                                       [r[method] == r["answer"] for r in rows],

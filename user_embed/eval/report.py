@@ -81,21 +81,39 @@ def markdown_report(metrics: dict, plots: dict[str, str]) -> str:
     acc, tokens = metrics["accuracy"], metrics["prompt_tokens"]
     methods = list(acc)
     groups = [g for g in (*FAMILY_ORDER, "overall") if any(g in a for a in acc.values())]
+    answered = metrics.get("answered", {})
     lines = ["# UserQA evaluation", "",
-             f"{metrics['questions']} test questions; LLM `{metrics.get('llm', '?')}`; embedder `{metrics.get('checkpoint', '?')}`.",
+             f"{metrics['questions']} questions (split `{metrics.get('split', '?')}`); LLM `{metrics.get('llm', '?')}`; "
+             f"embedder `{metrics.get('checkpoint', '?')}`.",
              "Each method picks the option with the highest likelihood under the same frozen LLM.", "",
-             "| method | " + " | ".join(groups) + " | prompt tokens | seconds |",
-             "|---|" + "---|" * (len(groups) + 2)]
+             "| method | " + " | ".join(groups) + " | questions | prompt tokens | seconds |",
+             "|---|" + "---|" * (len(groups) + 3)]
     for m in methods:
         cells = [f"{acc[m].get(g, float('nan')):.3f}" for g in groups]
-        lines.append(f"| {m} | " + " | ".join(cells) + f" | {tokens[m]:.0f} | {metrics['seconds'][m]:.0f} |")
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {answered.get(m, metrics['questions'])} | {tokens[m]:.0f} "
+                     f"| {metrics['seconds'][m]:.0f} |")
     if "chance" in metrics:
-        lines.append("| random guess | " + " | ".join(f"{metrics['chance'].get(g, float('nan')):.3f}" for g in groups) + " | | |")
+        lines.append("| random guess | " + " | ".join(f"{metrics['chance'].get(g, float('nan')):.3f}" for g in groups)
+                     + " | | | |")
     tasks = sorted({k for a in acc.values() for k in a if k.startswith("task/")})
     if tasks:
         lines += ["", "Per task:", "", "| task | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
         for t in tasks:
             lines.append(f"| {t[5:]} | " + " | ".join(f"{acc[m].get(t, float('nan')):.3f}" for m in methods) + " |")
+    free = metrics.get("free_text")
+    if free:
+        lines += ["", "## Free-text answers (open questions)", "",
+                  f"{free['questions']} open questions, answered by greedy generation; the answer's label is the "
+                  "candidate the text names first (majority: the task's most frequent training answer).", "",
+                  "| method | " + " | ".join(groups) + " | questions | names a label |", "|---|" + "---|" * (len(groups) + 2)]
+        for m, a in free["accuracy"].items():
+            parsed = f"{free['parsed'][m]:.2f}" if m in free["parsed"] else ""
+            lines.append(f"| {m} | " + " | ".join(f"{a.get(g, float('nan')):.3f}" for g in groups)
+                         + f" | {free['answered'].get(m, free['questions'])} | {parsed} |")
+        open_tasks = sorted({k for a in free["accuracy"].values() for k in a if k.startswith("task/")})
+        lines += ["", "| task | " + " | ".join(free["accuracy"]) + " |", "|---|" + "---|" * len(free["accuracy"])]
+        lines += [f"| {t[5:]} | " + " | ".join(f"{a.get(t, float('nan')):.3f}" for a in free["accuracy"].values()) + " |"
+                  for t in open_tasks]
     findings = metrics.get("findings", [])
     if findings:
         lines += ["", "## Findings", ""] + [f"- {f}" for f in findings]

@@ -36,7 +36,8 @@ def evaluate_uqabench(lm, users, examples: list[Example], methods: list[str], ma
     for method in methods:
         start = time.perf_counter()
         answers = lm.generate(users, [ex.user_id for ex in examples], [ex.question for ex in examples],
-                              method=method, sampling=sampling, batch_size=batch_size)
+                              method=method, sampling=sampling, batch_size=batch_size,
+                              cutoffs=[ex.cutoff for ex in examples])  # the histories the questions were asked at
         out["seconds"][method] = round(time.perf_counter() - start, 1)
         out["predictions"][method] = answers
         out["uqabench"][method] = uqabench_accuracy([ex.task for ex in examples], [ex.answer for ex in examples],

@@ -43,11 +43,15 @@ def context_batches(contexts: list[str], batch_size: int) -> list[list[int]]:
 
 @torch.no_grad()
 def evaluate_userqa(lm, users, examples: list[Example], methods=DEFAULT_METHODS, history_events: int = 50,
-                    batch_size: int = 16, progress: bool = True) -> dict:
+                    batch_size: int = 16, progress: bool = True, method_users: dict[str, set[str]] | None = None
+                    ) -> dict:
     """Run each method over ``examples`` with ``lm`` (a PersonalizedLM) on ``users`` (a UserStore); return
-    {"accuracy", "prompt_tokens", "seconds", "questions", "predictions"} (predictions: one row per question).
+    {"accuracy", "prompt_tokens", "seconds", "questions", "answered", "predictions", "chance", "paired"}
+    (predictions: one row per question; a method's entry is None where it did not answer).
 
-    The text methods batch one user's questions together, so their shared history prefix runs once.
+    ``method_users`` limits a method to the questions of some users (e.g. the slow text baseline on a seeded
+    subset); its accuracy is over those questions, and each paired difference over the questions both methods
+    answered. The text methods batch one user's questions together, so their shared history prefix runs once.
     """
     if not examples:
         raise UserError("no questions to evaluate")
@@ -58,25 +62,35 @@ def evaluate_userqa(lm, users, examples: list[Example], methods=DEFAULT_METHODS,
     if unknown or not methods:
         raise UserError(f"unknown method(s) {unknown or list(methods)}; choose from {', '.join(METHODS)}")
     lm.eval()
-    results = {"accuracy": {}, "prompt_tokens": {}, "seconds": {}, "questions": len(examples), "predictions": []}
-    per_method: dict[str, list[str]] = {}
+    results = {"accuracy": {}, "prompt_tokens": {}, "seconds": {}, "questions": len(examples), "answered": {},
+               "predictions": []}
+    per_method: dict[str, list[str | None]] = {}
     for method in methods:
         start = time.perf_counter()
-        contexts = lm.contexts(users, examples, method, history_events)
+        allowed = (method_users or {}).get(method)
+        rows = [i for i, ex in enumerate(examples) if allowed is None or ex.user_id in allowed]
+        if not rows:
+            raise UserError(f"method '{method}': none of its users has a question to answer")
+        asked = [examples[i] for i in rows]
+        contexts = lm.contexts(users, asked, method, history_events)
         batches = (context_batches(contexts, batch_size) if contexts
-                   else [list(range(i, min(i + batch_size, len(examples)))) for i in range(0, len(examples), batch_size)])
-        predictions: list[str] = [""] * len(examples)
+                   else [list(range(i, min(i + batch_size, len(asked)))) for i in range(0, len(asked), batch_size)])
+        answers: list[str] = [""] * len(asked)
         tokens = 0.0
         for idx in tqdm(batches, desc=f"evaluate {method}", disable=not progress, leave=False):
-            batch = lm.batch(users, [examples[i] for i in idx])
+            batch = lm.batch(users, [asked[i] for i in idx])
             preds, mean_tokens = lm.answer_choices(batch, method=method,
                                                    contexts=[contexts[i] for i in idx] if contexts else None)
             for i, pred in zip(idx, preds):
-                predictions[i] = pred
+                answers[i] = pred
             tokens += mean_tokens * len(idx)
+        predictions: list[str | None] = [None] * len(examples)
+        for i, answer in zip(rows, answers):
+            predictions[i] = answer
         per_method[method] = predictions
-        results["accuracy"][method] = accuracy_table(examples, predictions)
-        results["prompt_tokens"][method] = round(tokens / len(examples), 1)
+        results["accuracy"][method] = accuracy_table(asked, answers)
+        results["answered"][method] = len(asked)
+        results["prompt_tokens"][method] = round(tokens / len(asked), 1)
         results["seconds"][method] = round(time.perf_counter() - start, 1)
     results["predictions"] = [
         {"user_id": ex.user_id, "task": ex.task, "family": ex.family, "question": ex.question, "answer": ex.answer,

@@ -70,8 +70,8 @@ def _answer_batch(lm, users, engine, requests: list[Request], results: list[Resu
     """Fill ``results`` for one batch; if the batch fails, retry its rows one by one to isolate the bad one."""
     start = time.perf_counter()
     try:
-        examples = lm.examples(users, [str(requests[i].user_id) for i in batch],
-                               [requests[i].question for i in batch], require_users=method != "none")
+        examples = lm.examples(users, [str(requests[i].user_id) for i in batch], [requests[i].question for i in batch],
+                               [requests[i].cutoff for i in batch], require_users=method != "none")
         prompts = lm.prompt_embeds(users, examples, method, lm.contexts(users, examples, method, history_events))
         tokens = engine.generate_tokens(prompts, sampling)
     except (ValueError, RuntimeError) as exc:  # e.g. a prompt longer than the model allows

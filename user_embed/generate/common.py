@@ -24,6 +24,8 @@ class Request:
 
     user_id: str
     question: str
+    cutoff: int | None = None
+    """Only the user's events before this Unix time are read (default: all)."""
 
 
 @dataclass

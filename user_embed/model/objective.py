@@ -90,21 +90,22 @@ def joint_loss(lm, batch: UserBatch, contrastive: ContrastiveLoss | None = None,
     losses["loss"] = total
     return losses
 
+
 def option_alignment(lm, examples: list[Example], soft_prompt: torch.Tensor, scale: float = 10.0):
     """(loss, accuracy) of the option-alignment loss over the questions whose options hold their answer;
     None when no question in the batch has such options (e.g. free-text answers)."""
-    rows = [i for i, ex in enumerate(examples) if ex.options and ex.answer in ex.options]
+    rows = [i for i, ex in enumerate(examples) if ex.answer in ex.choices]
     if not rows:
         return None
-    vectors = option_vectors(lm, [o for i in rows for o in examples[i].options])
-    width = max(len(examples[i].options) for i in rows)
+    vectors = option_vectors(lm, [o for i in rows for o in examples[i].choices])
+    width = max(len(examples[i].choices) for i in rows)
     option_embeds = soft_prompt.new_zeros(len(rows), width, soft_prompt.shape[-1])  # (R, O, d_llm)
     option_mask = torch.zeros(len(rows), width, dtype=torch.bool, device=soft_prompt.device)  # (R, O)
     for r, i in enumerate(rows):
-        options = examples[i].options
+        options = examples[i].choices
         option_embeds[r, : len(options)] = torch.stack([vectors[o] for o in options])
         option_mask[r, : len(options)] = True
-    answers = torch.tensor([examples[i].options.index(examples[i].answer) for i in rows],
+    answers = torch.tensor([examples[i].choices.index(examples[i].answer) for i in rows],
                            device=soft_prompt.device)  # (R,)
     return option_alignment_loss(soft_prompt[rows], option_embeds, option_mask, answers, scale)
 

@@ -336,14 +336,17 @@ class PersonalizedLM(nn.Module):
 
     def generate(self, users: UserStore, user_ids: Sequence[str], questions: Sequence[str], method: str = "soft",
                  backend: str = "hf", sampling: SamplingConfig | None = None, batch_size: int = 8,
-                 history_events: int = 50) -> list[str]:
+                 history_events: int = 50, cutoffs: Sequence[int | None] | None = None) -> list[str]:
         """One answer per (user, question); bad input raises a UserError naming the row."""
         if isinstance(user_ids, str) or isinstance(questions, str):
             raise UserError("user_ids and questions must be lists (one question per user id)")
-        if len(user_ids) != len(questions):
-            raise UserError(f"questions: {len(questions)} given for {len(user_ids)} user ids")
-        results = self.generate_results(users, [Request(u, q) for u, q in zip(user_ids, questions)], method,
-                                        backend, sampling, batch_size, history_events=history_events)
+        for name, values in (("questions", questions), ("cutoffs", cutoffs)):
+            if values is not None and len(values) != len(user_ids):
+                raise UserError(f"{name}: {len(values)} given for {len(user_ids)} user ids")
+        cutoffs = cutoffs if cutoffs is not None else [None] * len(user_ids)
+        requests = [Request(u, q, c) for u, q, c in zip(user_ids, questions, cutoffs)]
+        results = self.generate_results(users, requests, method, backend, sampling, batch_size,
+                                        history_events=history_events)
         for row, result in enumerate(results):
             if result.error:
                 raise UserError(f"row {row} (user '{result.user_id}'): {result.error}")
