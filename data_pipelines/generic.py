@@ -125,21 +125,11 @@ class ColumnMapping:
 
 
 def read_mapping_yaml(path: str | Path) -> dict:
-    """The key/value pairs of a YAML mapping file (DataError when missing or not a mapping)."""
-    import yaml
+    """The key/value pairs of a YAML mapping file (DataError when missing, empty, not YAML or not a mapping;
+    see :func:`data_pipelines.readers.read_yaml_mapping`)."""
+    from data_pipelines.readers import read_yaml_mapping
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: mapping file not found")
-    try:
-        values = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise DataError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
-    if values is None:
-        return {}
-    if not isinstance(values, dict):
-        raise DataError(f"{path}: expected a mapping of names to column names, got {type(values).__name__}")
-    return {str(k): v for k, v in values.items()}
+    return {str(k): v for k, v in read_yaml_mapping(path, "mapping").items()}
 
 
 # --------------------------------------------------------------------------- reading files
@@ -181,14 +171,11 @@ def read_frame(path: str | Path, *, role: str, needed: list[str], delimiter: str
 
     ``role`` (``events``, ``items``, ``users``) appears in error messages.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: {role} file not found")
+    from data_pipelines.readers import read_parquet, require_file
+
+    path = require_file(path, role)  # missing, a folder or empty: one line saying which
     if path.suffix.lower() in PARQUET_SUFFIXES:
-        try:
-            df = pl.read_parquet(path)
-        except Exception as exc:  # polars raises several error kinds for corrupt files
-            raise DataError(f"{path}: cannot read {role} parquet ({exc.__class__.__name__}: {exc})") from None
+        df = read_parquet(path, role)
         separator = None
     else:
         separator = delimiter or ("\t" if path.suffix.lower() in TAB_SUFFIXES else sniff_delimiter(path))

@@ -17,7 +17,6 @@ Task names: ``LaMP_1`` … ``LaMP_7``; ``LaMP_2`` is the current movie-tagging t
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import polars as pl
 from data_pipelines.errors import UserError
 from data_pipelines.generic import ImportResult
 from data_pipelines.io import write_json_atomic
+from data_pipelines.readers import read_json
 from data_pipelines.report import DataError, RowReport
 from data_pipelines.schema import SPLITS, validate
 
@@ -94,18 +94,9 @@ def resolve_task(name: str) -> LampTask:
 
 
 def load_json(path: str | Path, what: str):
-    """Parse a json file; DataError with file, line and column when it is malformed."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: {what} file not found")
-    try:
-        with path.open(encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as exc:
-        where = f"line {exc.lineno}, column {exc.colno}"
-        raise DataError(f"{path}: malformed JSON in {what} file ({where}: {exc.msg})") from exc
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: {what} file is not UTF-8 text ({exc})") from exc
+    """Parse a json file defensively (:func:`data_pipelines.readers.read_json`): DataError naming the file, and
+    line and column, when it is missing, a folder, empty, not UTF-8, malformed or nested beyond reason."""
+    return read_json(path, what)
 
 
 def _first_where(df: pl.DataFrame, bad: pl.Expr, column: str = "qid") -> str | None:

@@ -19,11 +19,12 @@ Profile item: ``{"id": movie id, "text": "Toy Story (1995) [Animation, Comedy]",
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import polars as pl
 
-from data_pipelines.io import atomic_directory
+from data_pipelines.outputs import LAMP_FILES, output_directory
 from data_pipelines.report import DataError, RowReport
 
 SPLIT_DIRS = ("train", "dev", "test")
@@ -115,8 +116,14 @@ def build_lamp3_from_movielens(
     questions_per_user: int = 1,
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     strict: bool = False,
+    overwrite: bool = False,
+    inputs: Iterable[str | Path | None] = (),
 ) -> dict:
     """Write a LaMP-3-format set from schema ``events`` (ratings) and ``items`` (title, genres).
+
+    ``out_dir`` is a safe output (:mod:`data_pipelines.outputs`): a previous LaMP-3 set there is
+    replaced, other files are refused unless ``overwrite``, and so is a folder that is, holds or
+    lies inside one of ``inputs``.
 
     Users need at least 2 ratings (one profile item + the rated movie); others are skipped and
     counted. Returns the summary also saved as ``summary.json`` (questions and users per split,
@@ -156,16 +163,13 @@ def build_lamp3_from_movielens(
             "golds": part.select(id="qid", output="output").to_dicts(),
         }
     files["summary.json"] = summary
-    _write_atomic(Path(out_dir), files)
+    _write_atomic(Path(out_dir), files, overwrite, inputs)
     return summary
 
 
-def _write_atomic(out_dir: Path, files: dict[str, object]) -> None:
-    """Write JSON files into a sibling temp dir, then swap it into place."""
-    out_dir = out_dir.resolve()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DataError(f"{out_dir}: exists and is not a directory")
-    with atomic_directory(out_dir) as tmp:
+def _write_atomic(out_dir: Path, files: dict[str, object], overwrite: bool, inputs: Iterable) -> None:
+    """Write JSON files into a sibling temp dir, then swap it into place (a checked, safe output)."""
+    with output_directory(out_dir.resolve(), LAMP_FILES, inputs=inputs, overwrite=overwrite) as tmp:
         for name, obj in files.items():
             path = tmp / name
             path.parent.mkdir(parents=True, exist_ok=True)

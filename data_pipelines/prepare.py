@@ -9,10 +9,9 @@ from (``source``) and notes. The directory is written atomically by
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from data_pipelines.errors import UserError
 from data_pipelines.generic import ImportResult
 from data_pipelines.io import write_tables
 
@@ -27,11 +26,15 @@ def prepare(
     build_qa: bool = True,
     report_to: Report = print,
     qa_config=None,
+    overwrite: bool = False,
+    inputs: Iterable[str | Path | None] = (),
 ) -> Path:
     """Build UserQA (unless ``build_qa`` is False), write all tables to ``out_dir``, print the report.
 
     Returns the written directory. An existing ``out_dir`` is replaced only once everything
-    is written; nothing is written when any step fails.
+    is written, and only when it is a previous data folder (or ``overwrite``: then only its
+    same-named files); nothing is written when any step fails. ``inputs`` (the imported files or
+    folders) must not be, hold or contain ``out_dir``.
     """
     tables = dict(result.tables)
     for report in result.reports:
@@ -52,10 +55,7 @@ def prepare(
         "source": result.info,
         "notes": list(result.notes),
     }
-    try:
-        written = write_tables(out_dir, tables, summary)
-    except FileExistsError as exc:
-        raise UserError(f"{exc} (choose another --out)") from None
+    written = write_tables(out_dir, tables, summary, overwrite=overwrite, inputs=inputs)
     counts = ", ".join(f"{name} {n:,}" for name, n in summary["counts"].items())
     report_to(f"wrote {written}: {counts}")
     return written
@@ -69,6 +69,7 @@ def prepare_movielens_100k(
     strict: bool = False,
     build_qa: bool = True,
     report_to: Report = print,
+    overwrite: bool = False,
 ) -> Path:
     """Import the MovieLens-100k folder ``source`` and :func:`prepare` it with movie wording.
 
@@ -78,7 +79,7 @@ def prepare_movielens_100k(
     from data_pipelines.movielens import import_movielens
 
     return prepare(import_movielens(source, strict=strict), out_dir, seed=seed, build_qa=build_qa, report_to=report_to,
-                   qa_config=movielens_qa_config())
+                   qa_config=movielens_qa_config(), overwrite=overwrite, inputs=[source])
 
 
 def movielens_qa_config():

@@ -91,9 +91,9 @@ def split_of(path: Path, default: str) -> str:
 
 def read_arrow(path: str | Path, need_text: bool = False) -> pl.DataFrame:
     """Read one UQABench Arrow file; DataError naming file and column if a required one is missing."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: UQABench Arrow file not found")
+    from data_pipelines.readers import require_file
+
+    path = require_file(path, "UQABench Arrow")  # missing, a folder or empty
     try:
         df = pl.read_ipc(path)
     except Exception as exc:  # polars raises several kinds for non-Arrow input

@@ -3,8 +3,12 @@
 Each case in :data:`CASES` builds its (bad) files in ``tmp_path`` and returns the command line,
 the words the message must name (file, field, row …) and the paths that must not exist
 afterwards. The shared check (:func:`assert_refused`) then asserts: exit status 2 (a user
-error, not a crash), exactly ONE ``error:`` line on stderr that names what is wrong, no
-traceback, and no partial output (nor temp files) left. Droppable rows are cases too: with
+error, not a crash), exactly ONE ``error:`` line on stderr of at most 500 characters that names
+what is wrong, no traceback, and no partial output (nor temp files) left; and every file that
+existed under the case's folder before the command is still there, byte-identical (a refused
+command never deletes or changes the user's files). Issue 15 added the ``output`` (safe output
+paths), ``numerics`` (config domains, a loss that turns NaN), ``reader`` (encodings, nesting,
+empty files, folders, devices, batch rows) and further ``checkpoint`` cases. Droppable rows are cases too: with
 ``--strict`` they must be refused naming the row, and :func:`test_droppable_rows_are_counted_by_reason`
 checks that without it they are dropped and reported by reason (the documented skip).
 The limits (a user with 100,000 events, a 1 MB text field, unknown items, users without
@@ -26,6 +30,7 @@ import torch
 import yaml
 
 from conftest import build_tiny_llm, write_tiny_dataset
+from data_pipelines.outputs import MARKER_NAME
 from user_embed.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -108,6 +113,8 @@ def assert_refused(code: int, err: str, needles: list[str], outputs: list[Path])
     assert code == 2, f"exit status {code}, expected 2 (user error)\n{err}"
     lines = error_lines(err)
     assert len(lines) == 1, f"expected one error line, got {len(lines)}:\n{err}"
+    message = lines[0].split("error: ", 1)[-1]
+    assert len(message) <= 500, f"error message of {len(message)} characters: {message[:200]}…"
     for needle in needles:
         assert needle.lower() in lines[0].lower(), f"{needle!r} not named in: {lines[0]}"
     for path in outputs:
@@ -210,7 +217,7 @@ def events_file_missing(root, w):
 @case("importer")
 def empty_file(root, w):
     path = write_text(root / "empty.csv", "")
-    return prepare_events(root, path), ["empty.csv", "'uid'"], [root / "out"]
+    return prepare_events(root, path), ["empty.csv", "is empty"], [root / "out"]
 
 
 @case("importer")
@@ -761,18 +768,606 @@ def llm_of_other_width(root, w):
         ["hidden size", "96"], []
 
 
+# ---- outputs: never replace an input or files the command did not write (issue 15)
+
+
+def unrelated_folder(path: Path) -> Path:
+    """A folder holding the user's own files (a refused command must leave them byte-identical)."""
+    write_text(path / "notes.txt", "my own notes\n")
+    write_text(path / "sub" / "data.csv", "a,b\n1,2\n")
+    return path
+
+
+def pretrain_config(world: World, root: Path, **model: object) -> Path:
+    config = {"trainer": {"max_epochs": 1, "accelerator": "cpu", "enable_progress_bar": False,
+                          "enable_model_summary": False},
+              "model": {"encoder": {"kind": "gru4rec", "name": "sequence", "dim": 16, "layers": 1, "heads": 2,
+                                    "max_len": 5}, "output_dir": str(root / "encoder"), **model},
+              "data": {"data_dir": str(world.data), "batch_size": 8}}
+    return write_text(root / "pretrain.yaml", yaml.safe_dump(config, sort_keys=False))
+
+
+@case("output")
+def prepare_into_a_folder_of_unrelated_files(root, w):
+    unrelated_folder(root / "out")
+    return prepare_events(root, events_csv(root)), ["out", "not an output of", "--overwrite"], []
+
+
+@case("output")
+def prepare_out_holds_the_input(root, w):
+    events = events_csv(root / "mine")
+    argv = prepare_events(root, events)
+    argv[argv.index("--out") + 1] = str(root / "mine")
+    return argv, ["mine", "contains the input", "events.csv"], []
+
+
+@case("output")
+def prepare_out_is_the_input_file(root, w):
+    events = events_csv(root)
+    argv = prepare_events(root, events)
+    argv[argv.index("--out") + 1] = str(events)
+    return argv, ["events.csv", "is the input"], []
+
+
+@case("output")
+def prepare_out_inside_the_input_folder(root, w):
+    write_text(root / "ml" / "u.data", "1\t10\t5\t881250949\n2\t10\t3\t881250950\n")
+    return ["prepare", "movielens", "--path", str(root / "ml"), "--no-qa", "--out", str(root / "ml" / "out")], \
+        ["lies inside the input folder", "ml"], [root / "ml" / "out"]
+
+
+@case("output")
+def prepare_into_another_commands_output(root, w):
+    write_text(root / "out" / "metrics.json", "{}")
+    write_text(root / "out" / MARKER_NAME, json.dumps({"kind": "evaluation", "written_by": "user-embed evaluate",
+                                                       "files": ["metrics.json"]}))
+    return prepare_events(root, events_csv(root)), ["out", "user-embed evaluate", "--overwrite"], []
+
+
+@case("output")
+def prepare_out_below_a_file(root, w):
+    write_text(root / "taken", "a file")
+    argv = prepare_events(root, events_csv(root))
+    argv[argv.index("--out") + 1] = str(root / "taken" / "out")
+    return argv, ["taken", "not a directory"], []
+
+
+@case("output")
+def prepare_lamp3_movielens_into_unrelated_files(root, w):
+    unrelated_folder(root / "lamp")  # refused before MovieLens is even looked up
+    return ["prepare", "lamp3-movielens", "--out", str(root / "lamp")], ["lamp", "--overwrite"], []
+
+
+@case("output")
+def evaluate_out_is_an_existing_file(root, w):
+    write_text(root / "report.txt", "my report, not a folder")
+    argv = ["evaluate", "--checkpoint", str(w.embedder), "--data", str(w.data), "--out", str(root / "report.txt")]
+    return argv, ["report.txt", "not a directory"], []
+
+
+@case("output")
+def evaluate_into_a_folder_of_unrelated_files(root, w):
+    unrelated_folder(root / "eval")
+    argv = ["evaluate", "--checkpoint", str(w.embedder), "--data", str(w.data), "--out", str(root / "eval")]
+    return argv, ["eval", "user-embed evaluate", "--overwrite"], []
+
+
+@case("output")
+def evaluate_out_is_the_checkpoint(root, w):
+    folder = copy_embedder(w, root)
+    argv = ["evaluate", "--checkpoint", str(folder), "--data", str(w.data), "--out", str(folder)]
+    return argv, ["embedder", "is the input"], []
+
+
+@case("output")
+def evaluate_out_holds_the_data(root, w):
+    data = copy_data(w, root, lambda t: None)
+    argv = ["evaluate", "--checkpoint", str(w.embedder), "--data", str(data), "--out", str(root)]
+    return argv, ["contains the input", "data"], []
+
+
+@case("output")
+def embed_out_is_an_unrelated_file(root, w):
+    write_text(root / "users.parquet", "my spreadsheet, not an embedding file")
+    return embed(w, root), ["users.parquet", "user-embed embed", "--overwrite"], []
+
+
+@case("output")
+def embed_out_is_an_unrelated_parquet(root, w):
+    pl.DataFrame({"user_id": ["u1"], "salary": [1]}).write_parquet(root / "users.parquet")
+    return embed(w, root), ["users.parquet", "not an earlier output"], []
+
+
+@case("output")
+def embed_out_inside_the_data_folder(root, w):
+    data = copy_data(w, root, lambda t: None)
+    argv = embed(w, root, data)
+    argv[argv.index("--out") + 1] = str(data / "events.parquet")
+    return argv, ["events.parquet", "lies inside the input folder"], []
+
+
+@case("output")
+def embed_out_below_a_file(root, w):
+    write_text(root / "taken", "a file")
+    argv = embed(w, root)
+    argv[argv.index("--out") + 1] = str(root / "taken" / "users.parquet")
+    return argv, ["taken", "not a directory"], []
+
+
+@case("output")
+def generate_output_is_the_input(root, w):
+    rows = write_text(root / "rows.jsonl", json.dumps({"user_id": "u1", "question": "which genre ?"}) + "\n")
+    return generate(w, "--input", str(rows), "--output", str(rows)), ["--output", "rows.jsonl", "is the input"], []
+
+
+@case("output")
+def generate_output_is_an_unrelated_file(root, w):
+    rows = write_text(root / "rows.jsonl", json.dumps({"user_id": "u1", "question": "which genre ?"}) + "\n")
+    write_text(root / "answers.jsonl", '{"my": "own log"}\n')
+    return generate(w, "--input", str(rows), "--output", str(root / "answers.jsonl")), \
+        ["answers.jsonl", "user-embed generate", "--overwrite"], []
+
+
+@case("output")
+def generate_output_is_a_folder(root, w):
+    rows = write_text(root / "rows.jsonl", json.dumps({"user_id": "u1", "question": "which genre ?"}) + "\n")
+    (root / "answers").mkdir()
+    return generate(w, "--input", str(rows), "--output", str(root / "answers")), ["--output", "is a folder"], []
+
+
+@case("output")
+def fit_export_dir_holds_unrelated_files(root, w):
+    unrelated_folder(root / "export")
+    return fit(w, root, lambda c: c["model"].update(export_dir=str(root / "export"))), \
+        ["model.export_dir", "export", "--overwrite"], [root / "runs"]
+
+
+@case("output")
+def fit_export_dir_is_the_data_dir(root, w):
+    data = copy_data(w, root, lambda t: None)
+
+    def edit(c):
+        c["data"]["data_dir"] = str(data)
+        c["model"]["export_dir"] = str(data)
+
+    return fit(w, root, edit), ["model.export_dir", "is the input"], [root / "runs"]
+
+
+@case("output")
+def fit_export_dir_is_a_file(root, w):
+    write_text(root / "export", "a file")
+    return fit(w, root, lambda c: c["model"].update(export_dir=str(root / "export"))), \
+        ["export", "not a directory"], [root / "runs"]
+
+
+@case("output")
+def pretrain_output_dir_holds_unrelated_files(root, w):
+    unrelated_folder(root / "encoder")
+    return ["pretrain", "--config", str(pretrain_config(w, root))], ["model.output_dir", "--overwrite"], []
+
+
+# ---- numerics: every config value inside its domain, before training starts
+
+
+def numeric_case(edit: Callable[[dict], None], needles: list[str]):
+    def build(root, w):
+        return fit(w, root, edit), needles, [root / "runs"]
+
+    return build
+
+
+NUMERIC = {
+    "nan_learning_rate": (lambda c: c["model"].update(optim={"lr": float("nan")}), ["optim.lr", "nan"]),
+    "inf_learning_rate": (lambda c: c["model"].update(optim={"lr": float("inf")}), ["optim.lr", "inf"]),
+    "negative_learning_rate": (lambda c: c["model"].update(optim={"lr": -0.01}), ["optim.lr", "-0.01", "> 0"]),
+    "zero_lora_learning_rate": (lambda c: c["model"].update(optim={"lora_lr": 0.0}), ["optim.lora_lr", "> 0"]),
+    "negative_min_lr_ratio": (lambda c: c["model"].update(optim={"min_lr_ratio": -0.5}),
+                              ["optim.min_lr_ratio", "-0.5", "[0, 1]"]),
+    "min_lr_ratio_above_one": (lambda c: c["model"].update(optim={"min_lr_ratio": 1.5}), ["optim.min_lr_ratio", "1.5"]),
+    "negative_weight_decay": (lambda c: c["model"].update(optim={"weight_decay": -0.1}),
+                              ["optim.weight_decay", "-0.1", ">= 0"]),
+    "nan_alignment_lr": (lambda c: c["model"].update(optim={"alignment_lr": float("nan")}), ["optim.alignment_lr"]),
+    "source_dropout_of_five": (lambda c: c["model"]["sources"][0].update(dropout=5), ["ratings", "dropout", "5"]),
+    "adapter_dropout_of_one": (lambda c: c["model"]["adapter"].update(dropout=1.0), ["adapter.dropout", "[0, 1)"]),
+    "negative_lora_dropout": (lambda c: c["model"]["llm"].update(lora_dropout=-0.1), ["llm.lora_dropout", "-0.1"]),
+    "nan_contrastive_weight": (lambda c: c["model"]["loss"].update(contrastive_weight=float("nan")),
+                               ["loss.contrastive_weight", "nan"]),
+    "zero_temperature": (lambda c: c["model"]["loss"].update(init_temperature=0.0), ["loss.init_temperature", "> 0"]),
+    "negative_max_steps": (lambda c: c["trainer"].update(max_steps=-5), ["trainer.max_steps", "-5", "-1"]),
+    "negative_max_epochs": (lambda c: c["trainer"].update(max_epochs=-3), ["trainer.max_epochs", "-3"]),
+    "zero_gradient_accumulation": (lambda c: c["trainer"].update(accumulate_grad_batches=0),
+                                   ["trainer.accumulate_grad_batches", "0"]),
+    "negative_gradient_clip": (lambda c: c["trainer"].update(gradient_clip_val=-1.0), ["trainer.gradient_clip_val"]),
+    "negative_train_batch_limit": (lambda c: c["trainer"].update(limit_train_batches=-1),
+                                   ["trainer.limit_train_batches", "-1"]),
+    "train_fraction_above_one": (lambda c: c["trainer"].update(limit_train_batches=1.5),
+                                 ["trainer.limit_train_batches", "1.5"]),
+    "negative_workers": (lambda c: c["data"].update(num_workers=-2), ["data.num_workers", "-2"]),
+    "zero_eval_batch_size": (lambda c: c["data"].update(eval_batch_size=0), ["data.eval_batch_size", "> 0"]),
+}
+for _name, (_edit, _needles) in NUMERIC.items():
+    CASES[f"numerics/{_name}"] = numeric_case(_edit, _needles)
+
+
+@case("numerics")
+def pretrain_nan_learning_rate(root, w):
+    return ["pretrain", "--config", str(pretrain_config(w, root, lr=float("nan")))], ["model.lr", "nan"], \
+        [root / "encoder"]
+
+
+@case("numerics")
+def pretrain_negative_weight_decay(root, w):
+    return ["pretrain", "--config", str(pretrain_config(w, root, weight_decay=-1.0))], ["model.weight_decay", "-1"], \
+        [root / "encoder"]
+
+
+@case("numerics")
+def pretrain_negative_max_steps(root, w):
+    config = pretrain_config(w, root)
+    return ["pretrain", "--config", str(config), "--trainer.max_steps", "-7"], ["trainer.max_steps", "-7"], \
+        [root / "encoder"]
+
+
+@case("numerics")
+def loss_turns_nan_mid_run(root, w):
+    """A learning rate of 1e30 is finite and > 0 (so accepted), but the first update blows the weights up:
+    the next loss is not finite, the fit stops there and nothing is exported."""
+    def edit(c):
+        c["trainer"]["max_steps"] = 4
+        c["model"]["optim"] = {"lr": 1e30, "warmup_steps": 0, "min_lr_ratio": 1.0}
+
+    return fit(w, root, edit), ["training stopped at step", "nothing was exported"], [root / "runs" / "embedder"]
+
+
+# ---- embedder checkpoints: config.json field by field, weights finite
+
+
+def edit_embedder_config(w: World, root: Path, edit: Callable[[dict], None]) -> Path:
+    folder = copy_embedder(w, root)
+    config = json.loads((folder / "config.json").read_text())
+    edit(config)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+CONFIG_EDITS = {
+    "absurd_source_dim": (lambda c: c["sources"][0].update(dim=10**15), ["sources[0].dim", "1000000000000000"]),
+    "absurd_llm_width": (lambda c: c["llm"].update(hidden_size=10**12), ["llm.hidden_size", "1000000000000"]),
+    "absurd_soft_tokens": (lambda c: c["adapter"].update(num_tokens=10**9), ["adapter.num_tokens", "1000000000"]),
+    "soft_tokens_as_text": (lambda c: c["adapter"].update(num_tokens="eight"), ["adapter.num_tokens", "eight"]),
+    "source_dim_as_float": (lambda c: c["sources"][0].update(dim=32.5), ["sources[0].dim", "32.5"]),
+    "sources_not_a_list": (lambda c: c.update(sources={"kind": "sequence"}), ["sources", "list"]),
+    "item_ids_not_text": (lambda c: c["spec"].update(item_ids=[1, 2, 3]), ["spec.item_ids"]),
+    "embed_rms_not_finite": (lambda c: c["llm"].update(embed_rms=float("nan")), ["llm.embed_rms", "nan"]),
+    "unknown_adapter_key": (lambda c: c["adapter"].update(num_tokenz=4), ["adapter", "num_tokenz"]),
+    "boolean_as_text": (lambda c: c["adapter"].update(instruction_aware="yes"), ["adapter.instruction_aware"]),
+}
+
+
+def embedder_config_case(edit: Callable[[dict], None], needles: list[str]):
+    def build(root, w):
+        return embed(w, root, None, edit_embedder_config(w, root, edit)), ["config.json", *needles], \
+            [root / "users.parquet"]
+
+    return build
+
+
+for _name, (_edit, _needles) in CONFIG_EDITS.items():
+    CASES[f"checkpoint/{_name}"] = embedder_config_case(_edit, _needles)
+
+
+@case("checkpoint")
+def embedder_config_not_utf8(root, w):
+    folder = copy_embedder(w, root)
+    (folder / "config.json").write_bytes(b'{"sources": "\xff\xfe caf\xe9"}')
+    return embed(w, root, None, folder), ["config.json", "not UTF-8", "line 1"], [root / "users.parquet"]
+
+
+@case("checkpoint")
+def embedder_config_nested_deep(root, w):
+    folder = copy_embedder(w, root)
+    (folder / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    return embed(w, root, None, folder), ["config.json", "nests JSON"], [root / "users.parquet"]
+
+
+@case("checkpoint")
+def embedder_config_empty(root, w):
+    folder = copy_embedder(w, root)
+    (folder / "config.json").write_text("")
+    return embed(w, root, None, folder), ["config.json", "is empty"], [root / "users.parquet"]
+
+
+@case("checkpoint")
+def embedder_config_is_a_list(root, w):
+    folder = copy_embedder(w, root)
+    (folder / "config.json").write_text("[1, 2]")
+    return embed(w, root, None, folder), ["config.json", "top level", "object"], [root / "users.parquet"]
+
+
+@case("checkpoint")
+def embedder_config_is_a_folder(root, w):
+    folder = copy_embedder(w, root)
+    (folder / "config.json").unlink()
+    (folder / "config.json").mkdir()
+    return embed(w, root, None, folder), ["config.json", "is a folder"], [root / "users.parquet"]
+
+
+@case("checkpoint")
+def weights_hold_nan(root, w):
+    from safetensors.torch import load_file, save_file
+
+    folder = copy_embedder(w, root)
+    state = load_file(str(folder / "model.safetensors"))
+    name = sorted(k for k, v in state.items() if v.is_floating_point())[0]
+    state[name] = state[name].clone().fill_(float("nan"))
+    save_file(state, str(folder / "model.safetensors"))
+    return embed(w, root, None, folder), ["model.safetensors", name, "NaN/inf"], [root / "users.parquet"]
+
+
+@case("checkpoint")
+def ckpt_path_is_a_folder(root, w):
+    (root / "last.ckpt").mkdir()
+    return fit(w, root, None, "--ckpt_path", str(root / "last.ckpt")), ["last.ckpt", "is a folder"], \
+        [root / "runs" / "embedder"]
+
+
+# ---- readers: encodings, nesting, empty files, folders, corrupt files
+
+
+def rows_file(root: Path, lines: list[str], name: str = "rows.jsonl") -> Path:
+    return write_text(root / name, "\n".join(lines) + "\n")
+
+
+def batch(w: World, root: Path, rows: Path, *extra: str) -> list[str]:
+    return generate(w, "--input", str(rows), "--output", str(root / "answers.jsonl"), *extra)
+
+
+@case("reader")
+def generate_input_not_utf8(root, w):
+    path = root / "rows.jsonl"
+    path.write_bytes(json.dumps({"user_id": "u1", "question": "ok ?"}).encode() + b'\n{"user_id": "u2", '
+                     b'"question": "caf\xe9 ?"}\n')
+    return batch(w, root, path), ["rows.jsonl", "not UTF-8", "line 2"], [root / "answers.jsonl"]
+
+
+@case("reader")
+def generate_input_empty(root, w):
+    return batch(w, root, write_text(root / "rows.jsonl", "")), ["rows.jsonl", "is empty"], [root / "answers.jsonl"]
+
+
+@case("reader")
+def generate_input_is_a_folder(root, w):
+    (root / "rows.jsonl").mkdir()
+    return batch(w, root, root / "rows.jsonl"), ["rows.jsonl", "is a folder"], [root / "answers.jsonl"]
+
+
+@case("reader")
+def generate_rows_nested_deep(root, w):
+    deep = '{"user_id": "u1", "question": ' + "[" * 5000 + "]" * 5000 + "}"
+    return batch(w, root, rows_file(root, [deep, deep])), ["rows.jsonl", "no usable row", "nests JSON"], \
+        [root / "answers.jsonl"]
+
+
+@case("reader")
+def generate_rows_with_wrong_field_names(root, w):
+    rows = rows_file(root, [json.dumps({"uid": "u1", "prompt": "which genre ?"})] * 3)
+    return batch(w, root, rows), ["rows.jsonl", "no usable row", "user_id"], [root / "answers.jsonl"]
+
+
+@case("reader")
+def generate_question_is_an_object(root, w):
+    rows = rows_file(root, [json.dumps({"user_id": "u1", "question": {"text": "which genre ?"}})] * 2)
+    return batch(w, root, rows), ["rows.jsonl:1", "'question' must be text", "dict"], [root / "answers.jsonl"]
+
+
+@case("reader")
+def generate_user_id_is_a_list(root, w):
+    rows = rows_file(root, [json.dumps({"user_id": ["u1"], "question": "which genre ?"})])
+    return batch(w, root, rows), ["rows.jsonl:1", "'user_id'", "list"], [root / "answers.jsonl"]
+
+
+@case("reader")
+def generate_rows_are_not_objects(root, w):
+    return batch(w, root, rows_file(root, ["[1, 2]", '"text"', "42"])), ["no usable row", "JSON list"], \
+        [root / "answers.jsonl"]
+
+
+@case("reader")
+def generate_parquet_question_is_a_struct(root, w):
+    pl.DataFrame({"user_id": ["u1"], "question": [{"text": "which genre ?"}]}).write_parquet(root / "rows.parquet")
+    return batch(w, root, root / "rows.parquet"), ["rows.parquet", "'question'", "struct"], [root / "answers.jsonl"]
+
+
+@case("reader")
+def generate_parquet_corrupt(root, w):
+    (root / "rows.parquet").write_bytes(b"PAR1 not really parquet PAR1")
+    return batch(w, root, root / "rows.parquet"), ["rows.parquet", "cannot read"], [root / "answers.jsonl"]
+
+
+@case("reader")
+def generate_rows_all_unknown_users(root, w):
+    rows = rows_file(root, [json.dumps({"user_id": "ghost", "question": "which genre ?"})] * 2)
+    return batch(w, root, rows), ["no row could be answered", "ghost"], [root / "answers.jsonl"]
+
+
+@case("reader")
+def generate_made_up_device(root, w):
+    return generate(w, "--user", "u1", "--question", "which genre ?", "--device", "quantum"), \
+        ["--device", "quantum", "not a device"], []
+
+
+@case("reader")
+def generate_device_that_is_not_here(root, w):
+    return generate(w, "--user", "u1", "--question", "which genre ?", "--device", "cuda:99"), \
+        ["--device", "cuda:99"], []
+
+
+def lamp_golds(root: Path, text: str | bytes, name: str = "golds.json") -> list[str]:
+    path = root / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    preds = write_text(root / "preds.json", json.dumps({"task": "LaMP_3", "golds": [{"id": "1", "output": "4"}]}))
+    return ["score", "lamp", "--task", "LaMP_3", "--golds", str(path), "--preds", str(preds)]
+
+
+@case("reader")
+def score_golds_not_utf8(root, w):
+    return lamp_golds(root, b'{"task": "LaMP_3",\n "golds": [{"id": "1", "output": "\xe94"}]}'), \
+        ["golds.json", "not UTF-8", "line 2"], []
+
+
+@case("reader")
+def score_golds_nested_deep(root, w):
+    return lamp_golds(root, '{"golds": ' + "[" * 50_000 + "]" * 50_000 + "}"), ["golds.json", "nests JSON"], []
+
+
+@case("reader")
+def score_golds_nested_beyond_the_limit(root, w):
+    return lamp_golds(root, '{"golds": ' + "[" * 150 + "]" * 150 + "}"), ["golds.json", "more than 100 levels"], []
+
+
+@case("reader")
+def score_golds_empty(root, w):
+    return lamp_golds(root, ""), ["golds.json", "is empty"], []
+
+
+@case("reader")
+def score_golds_truncated(root, w):
+    text = json.dumps({"task": "LaMP_3", "golds": [{"id": "1", "output": "4"}, {"id": "2", "output": "3"}]})
+    return lamp_golds(root, text[: len(text) // 2]), ["golds.json", "malformed JSON", "line 1"], []
+
+
+@case("reader")
+def score_golds_is_a_folder(root, w):
+    (root / "golds.json").mkdir()
+    preds = write_text(root / "preds.json", json.dumps({"task": "LaMP_3", "golds": []}))
+    return ["score", "lamp", "--task", "LaMP_3", "--golds", str(root / "golds.json"), "--preds", str(preds)], \
+        ["golds.json", "is a folder"], []
+
+
+@case("reader")
+def score_uqabench_golds_not_utf8(root, w):
+    path = root / "golds.jsonl"
+    path.write_bytes(b'{"question": "q", "answer": "a", "prediction": "a"}\n' * 2 + b'{"answer": "\xff"}\n')
+    return ["score", "uqabench", "--golds", str(path)], ["golds.jsonl", "not UTF-8", "line 3"], []
+
+
+@case("reader")
+def score_uqabench_preds_corrupt_parquet(root, w):
+    golds = write_text(root / "golds.jsonl", json.dumps({"id": "1", "question": "q", "answer": "a"}) + "\n")
+    (root / "preds.parquet").write_bytes(b"PAR1\x00\x00garbagePAR1")
+    return ["score", "uqabench", "--golds", str(golds), "--preds", str(root / "preds.parquet")], \
+        ["preds.parquet", "cannot read"], []
+
+
+@case("reader")
+def prepare_lamp_questions_not_utf8(root, w):
+    path = root / "dev_questions.json"
+    path.write_bytes(b'[{"id": "1", "input": "caf\xe9", "profile": []}]')
+    return ["prepare", "lamp", "--task", "LaMP_3", "--questions", str(path), "--out", str(root / "out")], \
+        ["dev_questions.json", "not UTF-8"], [root / "out"]
+
+
+@case("reader")
+def prepare_events_is_a_folder(root, w):
+    (root / "events.csv").mkdir()
+    return prepare_events(root, root / "events.csv"), ["events.csv", "is a folder"], [root / "out"]
+
+
+@case("reader")
+def prepare_items_file_empty(root, w):
+    items = write_text(root / "items.csv", "")
+    return prepare_events(root, events_csv(root), "--items", str(items)), ["items.csv", "is empty"], [root / "out"]
+
+
+@case("reader")
+def prepare_uqabench_file_empty(root, w):
+    path = write_text(root / "align_data_eval.arrow", "")
+    return ["prepare", "uqabench", "--files", str(path), "--out", str(root / "out")], \
+        ["align_data_eval.arrow", "is empty"], [root / "out"]
+
+
+def mapping_case(content: bytes, needles: list[str]):
+    def build(root, w):
+        mapping = root / "map.yaml"
+        mapping.write_bytes(content)
+        argv = ["prepare", "events", "--events", str(events_csv(root)), "--mapping", str(mapping), *MAP, "--no-qa",
+                "--out", str(root / "out")]
+        return argv, ["map.yaml", *needles], [root / "out"]
+
+    return build
+
+
+MAPPINGS = {
+    "mapping_empty": (b"", ["is empty"]),
+    "mapping_only_comments": (b"# nothing here\n", ["is empty"]),
+    "mapping_is_a_list": (b"- uid\n- sku\n", ["mapping", "list"]),
+    "mapping_not_utf8": (b"user_col: \xff\xfe\n", ["not UTF-8"]),
+}
+for _name, (_content, _needles) in MAPPINGS.items():
+    CASES[f"reader/{_name}"] = mapping_case(_content, _needles)
+
+
+def config_file_case(content: bytes, needles: list[str]):
+    def build(root, w):
+        path = root / "fit.yaml"
+        path.write_bytes(content)
+        return ["fit", "--config", str(path)], ["fit.yaml", *needles], [root / "runs"]
+
+    return build
+
+
+ALIAS_BOMB = "".join(f"{c}: &{c} [" + ", ".join([f"*{p}"] * 9 if p else ["lol"] * 9) + "]\n"
+                     for p, c in zip([None, *"abcdefgh"], "abcdefghi"))
+CONFIG_FILES = {
+    "config_empty": (b"", ["is empty"]),
+    "config_only_comments": (b"# trainer: {}\n", ["is empty"]),
+    "config_is_a_list": (b"- trainer\n- model\n", ["mapping", "list"]),
+    "config_is_a_number": (b"42\n", ["mapping", "int"]),
+    "config_not_utf8": (b"trainer:\n  max_steps: 2 # \xe9t\xe9\n", ["not UTF-8", "line 2"]),
+    "config_alias_bomb": (ALIAS_BOMB.encode(), ["more than", "aliases"]),
+}
+for _name, (_content, _needles) in CONFIG_FILES.items():
+    CASES[f"reader/{_name}"] = config_file_case(_content, _needles)
+
+
+@case("reader")
+def config_is_a_folder(root, w):
+    (root / "fit.yaml").mkdir()
+    return ["fit", "--config", str(root / "fit.yaml")], ["fit.yaml", "is a folder"], [root / "runs"]
+
+
+@case("reader")
+def pretrain_config_empty(root, w):
+    path = write_text(root / "pretrain.yaml", "")
+    return ["pretrain", "--config", str(path)], ["pretrain.yaml", "is empty"], []
+
+
 # --------------------------------------------------------------------------- the tests
+
+
+def snapshot(root: Path) -> dict[Path, bytes]:
+    """Every file under ``root`` and its bytes."""
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input_is_refused_cleanly(name, world, tmp_path, capsys):
     argv, needles, outputs = CASES[name](tmp_path, world)
+    before = snapshot(tmp_path)
     code, _, err = run(argv, capsys)
     assert_refused(code, err, needles, outputs)
+    after = snapshot(tmp_path)  # a refused command changes nothing that was there: the user's files survive
+    changed = [p for p, data in before.items() if after.get(p) != data]
+    assert not changed, f"files changed or removed by a refused command: {changed[:5]}"
 
 
 def test_there_are_at_least_40_cases():
     assert len(CASES) >= 40, len(CASES)
+
+
+def test_issue_15_added_at_least_40_cases():
+    """87 cases before issue 15 (outputs, numerics, readers, messages); it asked for at least 40 more."""
+    assert len(CASES) >= 87 + 40, len(CASES)
 
 
 def test_debug_shows_the_traceback(tmp_path, capsys):

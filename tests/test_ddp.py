@@ -13,6 +13,7 @@ import lightning as L
 import pytest
 import torch
 
+from data_pipelines.outputs import MARKER_NAME
 from user_embed.config import AdapterConfig, LLMConfig, LossConfig, SourceConfig
 from user_embed.training.datamodule import UserDataModule
 from user_embed.training.module import UserEmbedModule
@@ -78,5 +79,5 @@ def test_two_process_ddp_fit_gathers_negatives(tiny_llm_dir, tiny_text_encoder_d
     params = [json.loads((records / f"params{rank}.json").read_text()) for rank in (0, 1)]
     assert params[0] == pytest.approx(params[1], rel=1e-6, abs=1e-7)
     # rank 0 exported the embedder
-    assert sorted(p.name for p in (tmp_path / "embedder").iterdir()) == ["README.md", "config.json",
+    assert sorted(p.name for p in (tmp_path / "embedder").iterdir()) == [MARKER_NAME, "README.md", "config.json",
                                                                           "model.safetensors"]

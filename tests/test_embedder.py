@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from data_pipelines.outputs import MARKER_NAME
 from user_embed.config import AdapterConfig, SourceConfig
 from user_embed.data.spec import DataSpec
 from user_embed.embedder import UserEmbedder
@@ -94,7 +95,8 @@ def test_round_trip_is_exact(tmp_path, adapter_kind, named, pointer):
 
 def test_saved_files_are_json_safetensors_and_a_card_without_pickle(saved, monkeypatch):
     embedder, path = saved
-    assert sorted(p.name for p in path.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in path.iterdir()) == [MARKER_NAME, "README.md", "config.json", "model.safetensors"]
+    assert json.loads((path / MARKER_NAME).read_text())["kind"] == "embedder"  # what the folder is, who wrote it
     assert not list(path.parent.glob(".embedder*"))  # no temporary folders left behind
     config = json.loads((path / "config.json").read_text())
     assert config["llm"]["hidden_size"] == 64 and config["adapter"]["num_tokens"] == 3

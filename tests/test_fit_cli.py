@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from data_pipelines.outputs import MARKER_NAME
 from user_embed.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "user_embed_home")
@@ -62,7 +63,8 @@ def test_fit_writes_embedder_and_llm_free_checkpoint_then_resumes(tmp_path, tiny
     runs = tmp_path / "runs"
     assert main(["fit", "--config", str(config)]) == 0, capsys.readouterr().err
 
-    assert sorted(p.name for p in (runs / "embedder").iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in (runs / "embedder").iterdir()) == [MARKER_NAME, "README.md", "config.json",
+                                                                     "model.safetensors"]
     last = runs / "checkpoints" / "last.ckpt"
     checkpoint = load_checkpoint(last)
     state = checkpoint["state_dict"]

@@ -11,11 +11,11 @@ import polars as pl
 import pytest
 
 from data_pipelines.movielens import import_movielens
+from data_pipelines.outputs import MARKER_NAME
 from data_pipelines.prepare import prepare, prepare_movielens_100k
 from data_pipelines.schema import read_table
 from user_embed import cli
 from user_embed.commands import prepare as prepare_command
-
 
 
 def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
@@ -100,7 +100,8 @@ def test_prepare_writes_tables_qa_and_summary(tmp_path, monkeypatch):
 
 def test_prepare_without_qa(tmp_path):
     out = prepare(import_movielens(ml_folder(tmp_path)), tmp_path / "data", build_qa=False, report_to=lambda _: None)
-    assert sorted(p.name for p in out.iterdir()) == ["events.parquet", "items.parquet", "summary.json", "users.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER_NAME, "events.parquet", "items.parquet", "summary.json",
+                                                     "users.parquet"]
     assert json.loads((out / "summary.json").read_text())["qa"] is None
 
 

@@ -2,13 +2,19 @@
 
 Each subcommand lives in ``user_embed/commands/<name>.py`` and exposes ``main(argv) -> int``.
 User mistakes (:class:`~user_embed.errors.UserError` and missing files) are printed as one
-line and exit with status 2; ``--debug`` anywhere on the command line shows the traceback.
+line of at most :data:`MAX_MESSAGE` characters (a longer one is cut in the middle, keeping its
+start and end) and exit with status 2; ``--debug`` anywhere on the command line shows the traceback.
 """
 
 from __future__ import annotations
 
 import importlib
+import re
 import sys
+
+#: Longest error message printed (after the "user-embed <command>: error: " prefix).
+MAX_MESSAGE = 500
+ANSI_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "assets": ("user_embed.commands.assets", "fetch the offline default models and data into the cache"),
@@ -28,6 +34,21 @@ def _usage() -> str:
     lines = ["usage: user-embed <command> [options]   (add --debug for tracebacks)", "", "commands:"]
     lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
+
+
+def one_line_message(exc: BaseException, limit: int = MAX_MESSAGE) -> str:
+    """The exception's message on one line, at most ``limit`` characters (the middle cut out if longer)."""
+    text = ANSI_CODES.sub("", str(exc))  # some libraries colour their messages
+    message = " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(exc).__name__
+    if len(message) <= limit:
+        return message
+    cut = ""
+    for _ in range(2):  # the label's own length changes the count by at most one digit
+        kept = limit - len(cut)
+        cut = f" … [{len(message) - kept:,} characters cut] … "
+    kept = limit - len(cut)
+    head = kept * 2 // 3
+    return message[:head] + cut + message[len(message) - (kept - head):]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             PermissionError) as exc:
         if debug:
             raise
-        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())  # always one line
-        print(f"user-embed {name}: error: {message}", file=sys.stderr)
+        print(f"user-embed {name}: error: {one_line_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"user-embed {name}: interrupted", file=sys.stderr)

@@ -6,18 +6,31 @@ modules translate them into objects, so components never read configs themselves
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 
+from user_embed.domains import check_fraction, check_number, check_positive
 from user_embed.errors import ConfigError
 
 TRUNCATION_POLICIES = ("recent",)
 SOFT_POSITIONS = ("before", "after")
 
 
-def _positive(owner: str, **values: float) -> None:
+def _path_text(value: object) -> object:
+    """A path object as its text (the Python API may pass ``pathlib.Path`` where a config holds a string)."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+def _text(owner: str, **values: object) -> None:
     for name, value in values.items():
-        if value is None or value <= 0:
-            raise ConfigError(f"{owner}.{name} must be > 0, got {value!r}")
+        if not isinstance(value, str):
+            raise ConfigError(f"{owner}.{name} must be text, got {value!r}")
+
+
+def _flags(owner: str, **values: object) -> None:
+    for name, value in values.items():
+        if not isinstance(value, bool):
+            raise ConfigError(f"{owner}.{name} must be true or false, got {value!r}")
 
 
 @dataclass
@@ -52,17 +65,24 @@ class SourceConfig:
     """Keep the encoder's weights fixed (e.g. a pre-trained sequence encoder)."""
 
     def __post_init__(self) -> None:
-        if not self.kind:
-            raise ConfigError("source.kind is required (e.g. sequence, text, tabular)")
+        if not self.kind or not isinstance(self.kind, str):
+            raise ConfigError(f"source.kind is required (e.g. sequence, text, tabular), got {self.kind!r}")
         self.name = self.name or self.kind
-        _positive(f"source '{self.name}'", dim=self.dim, layers=self.layers, heads=self.heads,
-                  max_len=self.max_len, num_tokens=self.num_tokens)
+        owner = f"source '{self.name}'"
+        self.text_encoder, self.checkpoint = _path_text(self.text_encoder), _path_text(self.checkpoint)
+        _text(owner, name=self.name, truncation=self.truncation, text_encoder=self.text_encoder)
+        _flags(owner, freeze=self.freeze)
+        check_positive(owner, integer=True, dim=self.dim, layers=self.layers, heads=self.heads,
+                       max_len=self.max_len, num_tokens=self.num_tokens)
+        if self.fields is not None and not (isinstance(self.fields, list) and all(isinstance(f, str) for f in self.fields)):
+            raise ConfigError(f"{owner}.fields must be a list of column names or null, got {self.fields!r}")
+        if self.checkpoint is not None and not isinstance(self.checkpoint, str):
+            raise ConfigError(f"{owner}.checkpoint must be a folder path or null, got {self.checkpoint!r}")
         if self.dim % self.heads:
             raise ConfigError(f"source '{self.name}': dim {self.dim} is not divisible by heads {self.heads}")
         if self.truncation not in TRUNCATION_POLICIES:
             raise ConfigError(f"source '{self.name}': unknown truncation '{self.truncation}'; known: {TRUNCATION_POLICIES}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"source '{self.name}': dropout must be in [0, 1), got {self.dropout}")
+        check_fraction(f"{owner}.dropout", self.dropout, high_open=True)
 
 
 @dataclass
@@ -102,10 +122,13 @@ class AdapterConfig:
     def __post_init__(self) -> None:
         # An unknown kind fails where it is looked up (``user_embed.adapters.get_adapter_builder``): this module is
         # the bottom layer and knows no adapter classes.
-        if self.named_categories < 0:
-            raise ConfigError(f"adapter.named_categories must be >= 0, got {self.named_categories}")
-        _positive("adapter", num_tokens=self.num_tokens, dim=self.dim, layers=self.layers,
-                  heads=self.heads, user_dim=self.user_dim)
+        _text("adapter", kind=self.kind)
+        _flags("adapter", instruction_aware=self.instruction_aware, question_tokens=self.question_tokens,
+               category_pointer=self.category_pointer)
+        check_number("adapter.named_categories", self.named_categories, low=0, integer=True)
+        check_positive("adapter", integer=True, num_tokens=self.num_tokens, dim=self.dim, layers=self.layers,
+                       heads=self.heads, user_dim=self.user_dim)
+        check_fraction("adapter.dropout", self.dropout, high_open=True)
         if self.dim % self.heads:
             raise ConfigError(f"adapter.dim {self.dim} is not divisible by adapter.heads {self.heads}")
         if self.kind == "pplug" and (self.num_tokens != 2 or not self.instruction_aware):
@@ -145,7 +168,12 @@ class LLMConfig:
     """Allow model code from the hub; off unless you trust the model."""
 
     def __post_init__(self) -> None:
-        _positive("llm", lora_r=self.lora_r, lora_alpha=self.lora_alpha)
+        self.name_or_path = _path_text(self.name_or_path)
+        _text("llm", name_or_path=self.name_or_path)
+        _flags("llm", lora=self.lora, trust_remote_code=self.trust_remote_code)
+        check_positive("llm", integer=True, lora_r=self.lora_r)
+        check_positive("llm", lora_alpha=self.lora_alpha)
+        check_fraction("llm.lora_dropout", self.lora_dropout, high_open=True)
         if self.soft_position not in SOFT_POSITIONS:
             raise ConfigError(f"llm.soft_position must be one of {SOFT_POSITIONS}, got {self.soft_position!r}")
 
@@ -170,10 +198,10 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         for name in ("contrastive_weight", "option_alignment_weight"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
-        _positive("loss", contrastive_dim=self.contrastive_dim, init_temperature=self.init_temperature,
-                  max_logit_scale=self.max_logit_scale, option_alignment_scale=self.option_alignment_scale)
+            check_number(f"loss.{name}", getattr(self, name), low=0)
+        check_positive("loss", integer=True, contrastive_dim=self.contrastive_dim)
+        check_positive("loss", init_temperature=self.init_temperature, max_logit_scale=self.max_logit_scale,
+                       option_alignment_scale=self.option_alignment_scale)
 
 
 @dataclass
@@ -198,12 +226,13 @@ class OptimConfig:
     """Peak learning rate of the alignment phase (default: ``lr``; lower than the joint phase's suits it)."""
 
     def __post_init__(self) -> None:
-        _positive("optim", lr=self.lr, lora_lr=self.lora_lr)
+        check_positive("optim", lr=self.lr, lora_lr=self.lora_lr)
         if self.alignment_lr is not None:
-            _positive("optim", alignment_lr=self.alignment_lr)
+            check_positive("optim", alignment_lr=self.alignment_lr)
+        check_number("optim.weight_decay", self.weight_decay, low=0)
+        check_fraction("optim.min_lr_ratio", self.min_lr_ratio)
         for name in ("warmup_steps", "alignment_steps"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"optim.{name} must be >= 0, got {getattr(self, name)}")
+            check_number(f"optim.{name}", getattr(self, name), low=0, integer=True)
 
 
 def to_dict(config) -> dict:

@@ -2,6 +2,12 @@
 
 The frozen LLM is never saved here: only its id/path, revision, width and embedding scale are
 recorded, and loading checks them against the LLM you pair the embedder with.
+
+Saving refuses weights that hold NaN or infinity (a broken embedder is never exported) and writes a
+safe output (:mod:`data_pipelines.outputs`: a previous embedder is replaced, other files are not).
+Loading validates ``config.json`` field by field (:mod:`user_embed.embedder_config`), builds the model
+on the ``meta`` device first and compares its shapes with the safetensors header, so nothing is
+allocated for a config that does not match its weights, and refuses non-finite weights by name.
 """
 
 from __future__ import annotations
@@ -13,17 +19,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from data_pipelines.io import atomic_directory
+from data_pipelines.outputs import output_directory
+from data_pipelines.readers import read_json
 from user_embed.adapters import AdapterOutput, build_adapter
 from user_embed.config import AdapterConfig, SourceConfig
 from user_embed.data.spec import DataSpec
+from user_embed.embedder_config import validate_embedder_config
 from user_embed.encoders import SourceInputs, build_encoder, encoder_reads
 from user_embed.errors import CheckpointError, ConfigError, UserError
+from user_embed.finite import non_finite_tensor
 from user_embed.llm.record import LLMRecord
 from user_embed.named_categories import CategoryMentions, CategoryPointerKeys, NamedCategoryTokens
+from user_embed.output_kinds import EMBEDDER
 
 if TYPE_CHECKING:
     from user_embed.store import UserStore
@@ -138,14 +149,20 @@ class UserEmbedder(nn.Module):
             "lora": self.lora,
         }
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write config.json, model.safetensors and a model card atomically into ``directory``."""
+    def save_pretrained(self, directory: str | Path, *, overwrite: bool = False) -> Path:
+        """Write config.json, model.safetensors and a model card atomically into ``directory``.
+
+        Refused (CheckpointError) when a weight is NaN or infinite. ``directory`` may be new, empty or a
+        previous embedder (replaced); a folder with other files needs ``overwrite`` (OutputError)."""
         directory = Path(directory)
-        with atomic_directory(directory) as tmp:
-            state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        lora = {k: v.detach().contiguous().cpu() for k, v in self.lora_state.items()} if self.lora else {}
+        broken = non_finite_tensor(state) or non_finite_tensor(lora)
+        if broken:
+            raise CheckpointError(f"{directory}: not saved — the embedder's weights are broken ({broken})")
+        with output_directory(directory, EMBEDDER, overwrite=overwrite) as tmp:
             save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
             if self.lora:
-                lora = {k: v.detach().contiguous().cpu() for k, v in self.lora_state.items()}
                 save_file(lora, str(tmp / LORA_NAME), metadata={"format": "pt"})
             (tmp / CONFIG_NAME).write_text(json.dumps(self.config_dict(), indent=2))
             (tmp / CARD_NAME).write_text(model_card(self.config_dict()))
@@ -159,28 +176,42 @@ class UserEmbedder(nn.Module):
         if not directory.is_dir():
             raise CheckpointError(f"{directory}: not a user embedder (no such folder)")
         for path in (config_path, weights_path):
+            if path.is_dir():
+                raise CheckpointError(f"{path}: is a folder, so {directory} is not a user embedder "
+                                      f"(needs the files {CONFIG_NAME} and {WEIGHTS_NAME})")
             if not path.is_file():
                 raise CheckpointError(f"{path}: missing, so {directory} is not a user embedder "
                                       f"(needs {CONFIG_NAME} and {WEIGHTS_NAME})")
         try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
+            config = read_json(config_path, "embedder config")
+            validate_embedder_config(config)
             sources = [SourceConfig(**s) for s in config["sources"]]
             adapter = AdapterConfig(**config["adapter"])
             spec = DataSpec.from_json(config["spec"])
-            model = cls(sources, adapter, spec, LLMRecord.from_json(config["llm"]))
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+            record = LLMRecord.from_json(config["llm"])
+            with torch.device("meta"):  # shapes only: nothing is allocated before they match the weights file
+                skeleton = cls(sources, adapter, spec, record)
+        except (KeyError, TypeError, ValueError) as exc:  # UserError and the field errors are ValueErrors
             detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc)
-            raise CheckpointError(f"{config_path}: invalid embedder config ({detail})") from exc
+            raise CheckpointError(f"{config_path}: invalid embedder config "
+                                  f"({detail.removeprefix(f'{config_path}: ')})") from exc
         try:
-            state = load_file(str(weights_path))
+            with safe_open(str(weights_path), framework="pt") as handle:
+                saved = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
         except Exception as exc:  # SafetensorError: truncated, or not safetensors at all (e.g. a pickle)
             raise CheckpointError(f"{weights_path}: not a readable safetensors file ({str(exc).splitlines()[0]}); "
                                   "weights are only loaded from safetensors") from exc
-        expected = model.state_dict()
-        wrong_shape = [f"{k}: saved {tuple(v.shape)}, config gives {tuple(expected[k].shape)}"
-                       for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+        expected = skeleton.state_dict()
+        wrong_shape = [f"{k}: saved {shape}, config gives {tuple(expected[k].shape)}"
+                       for k, shape in saved.items() if k in expected and shape != tuple(expected[k].shape)]
         if wrong_shape:  # load_state_dict would raise a many-line RuntimeError instead
             raise CheckpointError(f"{weights_path}: weights do not match {CONFIG_NAME} ({'; '.join(wrong_shape[:3])})")
+        missing, unexpected = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
+        if missing or unexpected:
+            raise CheckpointError(f"{weights_path}: weights do not match {CONFIG_NAME} "
+                                  f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        state = cls._load_weights(weights_path)
+        model = cls(sources, adapter, spec, record)
         result = model.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
             raise CheckpointError(f"{weights_path}: weights do not match {CONFIG_NAME} "
@@ -193,8 +224,24 @@ class UserEmbedder(nn.Module):
             except Exception as exc:  # missing, truncated or not safetensors
                 raise CheckpointError(f"{lora_path}: the embedder was trained with LoRA on its LLM, but its LoRA "
                                       f"weights cannot be read ({str(exc).splitlines()[0]})") from exc
+            broken = non_finite_tensor(model.lora_state)
+            if broken:
+                raise CheckpointError(f"{lora_path}: broken LoRA weights ({broken}); retrain the embedder")
             model.lora = dict(config["lora"])
         return model
+
+    @staticmethod
+    def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+        """The safetensors file's tensors; CheckpointError naming a tensor that holds NaN or infinity."""
+        try:
+            state = load_file(str(path))
+        except Exception as exc:  # SafetensorError: data cut short after a readable header
+            raise CheckpointError(f"{path}: not a readable safetensors file ({str(exc).splitlines()[0]}); "
+                                  "weights are only loaded from safetensors") from exc
+        broken = non_finite_tensor(state)
+        if broken:
+            raise CheckpointError(f"{path}: broken weights ({broken}); this embedder cannot be used — retrain it")
+        return state
 
 
 def model_card(config: dict) -> str:

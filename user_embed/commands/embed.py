@@ -6,7 +6,8 @@ user's whole history (or the history before ``--cutoff`` Unix seconds). Users wi
 summary. Histories longer than the embedder reads are truncated by its policy ("recent": the
 most recent ``max_len`` events), and events of items the embedder never saw are read as the
 unknown item; both are counted in the summary. Output columns: ``user_id``, ``embedding``,
-``has_events``, ``events_used``.
+``has_events``, ``events_used``. ``--out`` is a safe output (:mod:`data_pipelines.outputs`): an
+earlier `embed` output is replaced, any other existing file only with ``--overwrite``, an input never.
 """
 
 from __future__ import annotations
@@ -24,12 +25,15 @@ def main(argv: list[str], command: str = "embed") -> int:
     p.add_argument("--out", required=True, help="output parquet file (user_id, embedding)")
     p.add_argument("--users", default=None, help="comma-separated user ids (default: every user in users.parquet)")
     p.add_argument("--cutoff", type=int, default=None, help="only events before this Unix time")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file that `embed` did not write")
     args = p.parse_args(argv)
-    if Path(args.out).is_dir():
-        raise UserError(f"--out {args.out}: is a folder; give the path of the .parquet file to write")
+    from data_pipelines.outputs import check_output_file, output_file
+    from user_embed.output_kinds import EMBEDDINGS
+
+    target = {"kind": EMBEDDINGS, "inputs": [args.checkpoint, args.data], "overwrite": args.overwrite}
+    check_output_file(args.out, **target)  # before anything is loaded
     import polars as pl
 
-    from data_pipelines.io import write_parquet_atomic
     from user_embed.embedder import UserEmbedder
     from user_embed.store import UserStore
 
@@ -47,7 +51,9 @@ def main(argv: list[str], command: str = "embed") -> int:
     frame = pl.DataFrame({"user_id": ids, "embedding": vectors.tolist(),
                           "has_events": [len(w.items) > 0 for w in windows],
                           "events_used": [len(w.items) for w in windows]})
-    out = write_parquet_atomic(args.out, frame)  # the parquet file appears complete or not at all
+    with output_file(args.out, mode="wb", **target) as handle:  # the file appears complete or not at all
+        frame.write_parquet(handle)
+    out = Path(args.out)
     no_events = int((~frame["has_events"]).sum())
     print(f"wrote {out}: {len(ids):,} users x {vectors.shape[1]} dims ({no_events} with no events: profile-only vectors)")
     truncated = [w.truncated for w in windows if w.truncated]

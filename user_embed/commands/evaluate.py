@@ -40,13 +40,32 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--max-per-task", type=int, default=None, help="cap questions per task (seeded choice)")
     p.add_argument("--max-users", type=int, default=None,
                    help="cap test users (seeded choice); each keeps all their questions")
+    p.add_argument("--no-free-text", action="store_true",
+                   help="skip the open questions (generated answers, parsed to a label); default: evaluate them "
+                        "too when the data has them")
+    p.add_argument("--free-text-tokens", type=int, default=12, help="answer length for the open questions")
+    p.add_argument("--text-max-users", type=int, default=None,
+                   help="the text baselines (text, bm25: hundreds of prompt tokens per question) answer only the "
+                        "questions of this many seeded users; the other methods answer all")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--history-events", type=int, default=50, help="events written out by the text baseline")
     p.add_argument("--logs", default=None, help="Lightning metrics.csv for the loss plot")
     p.add_argument("--color-by", default=None, help="profile field that colours the embedding plot")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an --out folder holding other files (replaces only same-named files)")
     return p.parse_args(argv)
+
+
+def output_folder(args: argparse.Namespace, out: Path, check_only: bool = False):
+    """``--out`` as a checked, safe output folder (data_pipelines.outputs): never an input, never others' files."""
+    from data_pipelines.outputs import check_output_dir, output_directory
+    from user_embed.output_kinds import EVALUATION
+
+    inputs = [getattr(args, name, None) for name in ("checkpoint", "data", "llm", "logs")]
+    write = check_output_dir if check_only else output_directory
+    return write(out, EVALUATION, inputs=inputs, overwrite=getattr(args, "overwrite", False))
 
 
 def main(argv: list[str], command: str = "evaluate") -> int:
@@ -60,7 +79,8 @@ def main(argv: list[str], command: str = "evaluate") -> int:
         raise UserError(f"--methods: unknown method(s) {unknown or methods}; choose from {', '.join(METHODS)}")
     if args.batch_size <= 0:
         raise UserError("--batch-size must be > 0")
-    for flag, cap in (("--max-per-task", args.max_per_task), ("--max-users", args.max_users)):
+    for flag, cap in (("--max-per-task", args.max_per_task), ("--max-users", args.max_users),
+                      ("--text-max-users", args.text_max_users)):
         if cap is not None and cap <= 0:
             raise UserError(f"{flag} must be > 0, got {cap}")
     import torch
@@ -73,18 +93,22 @@ def main(argv: list[str], command: str = "evaluate") -> int:
     torch.manual_seed(args.seed)
     checkpoint = Path(args.checkpoint)
     out = Path(args.out) if args.out else checkpoint.parent / "eval"
-    UserEmbedder.from_pretrained(checkpoint)  # a broken checkpoint fails before the data is read
+    output_folder(args, out, check_only=True)  # before anything is loaded
+    embedder = UserEmbedder.from_pretrained(checkpoint)  # a broken checkpoint fails before the data is read
     users = UserStore.from_folder(args.data)
-    examples = questions_by_split(read_table(args.data, "qa"), max_eval_per_task=args.max_per_task,
-                                  max_eval_users=args.max_users, seed=args.seed,
-                                  source=str(Path(args.data) / "qa.parquet")).get(args.split) or []
+    splits = questions_by_split(read_table(args.data, "qa"), max_eval_per_task=args.max_per_task,
+                                max_eval_users=args.max_users, seed=args.seed,
+                                source=str(Path(args.data) / "qa.parquet"), categories=embedder.spec.categories)
+    examples = splits.get(args.split) or []
     if args.benchmark == "uqabench":
         return _uqabench(args, methods, users, examples, out)
     lamp_task = lamp_task_of(examples) if args.benchmark == "lamp" else None
+    if lamp_task and args.text_max_users:
+        raise UserError("--text-max-users: LaMP submission files need every question answered; omit it")
     from user_embed.model import PersonalizedLM
 
     lm = PersonalizedLM.from_pretrained(checkpoint, llm=args.llm, device="cpu")
-    metrics = evaluate_and_report(lm, users, examples, methods, out, args, lamp_task)
+    metrics = evaluate_and_report(lm, users, examples, methods, out, args, lamp_task, splits.get("train") or [])
     print(summary_table(metrics))
     if lamp_task:
         print(json.dumps(metrics["lamp"]))
@@ -93,17 +117,31 @@ def main(argv: list[str], command: str = "evaluate") -> int:
 
 
 def evaluate_and_report(lm, users, examples: list, methods: list[str], out: Path, args: argparse.Namespace,
-                        lamp_task: str | None = None) -> dict:
-    """UserQA metrics of every method, written with predictions, plots and a report into ``out`` (atomically)."""
-    from data_pipelines.io import atomic_directory, write_json_atomic, write_jsonl_atomic, write_text_atomic
+                        lamp_task: str | None = None, train: list | None = None) -> dict:
+    """UserQA metrics of every method — multiple choice, and free text on the open questions — written with
+    predictions, plots and a report into ``out`` (atomically)."""
+    from data_pipelines.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
     from data_pipelines.lamp import write_lamp_submission
+    from user_embed.eval.free_text import evaluate_free_text
     from user_embed.eval.report import findings, markdown_report, plot_accuracy, plot_embeddings, plot_losses
     from user_embed.eval.userqa import evaluate_userqa
 
+    open_questions = [ex for ex in examples if not ex.options and ex.candidates] if not lamp_task else []
+    examples = examples if lamp_task else [ex for ex in examples if ex.options]
     if not examples:
-        raise UserError(f"no '{args.split}' questions in {args.data}/qa.parquet")
+        raise UserError(f"no '{args.split}' multiple-choice questions in {args.data}/qa.parquet")
+    method_users = None
+    if args.text_max_users:
+        chosen = set(seeded_users(examples, args.text_max_users, args.seed))
+        method_users = {m: chosen for m in methods if m in ("text", "bm25")}
     metrics = evaluate_userqa(lm, users, examples, methods, args.history_events, args.batch_size,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, method_users=method_users)
+    free_predictions = []
+    if open_questions and not args.no_free_text:
+        metrics["free_text"] = evaluate_free_text(lm, users, open_questions, methods, train or [],
+                                                  args.free_text_tokens, args.batch_size, args.history_events,
+                                                  method_users)
+        free_predictions = metrics["free_text"].pop("predictions")
     metrics.update({"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
                     "llm": lm.embedder.llm_record.label, "seed": args.seed})
     predictions = metrics.pop("predictions")
@@ -111,7 +149,7 @@ def evaluate_and_report(lm, users, examples: list, methods: list[str], out: Path
     if lamp_task:
         metrics["lamp"] = {"task": lamp_task, **lamp_scores(lamp_task, predictions, methods)}
     checkpoint = Path(args.checkpoint)
-    with atomic_directory(out) as tmp:  # the report folder appears complete or not at all
+    with output_folder(args, out) as tmp:  # the report folder appears complete or not at all
         plots = {"accuracy": plot_accuracy(metrics["accuracy"], tmp / "accuracy_by_family.png", metrics["chance"])}
         logs = Path(args.logs) if args.logs else checkpoint.parent / "logs" / "metrics.csv"
         plots["losses"] = plot_losses(logs, tmp / "training_losses.png")
@@ -126,6 +164,8 @@ def evaluate_and_report(lm, users, examples: list, methods: list[str], out: Path
         plots = {k: Path(v).name for k, v in plots.items() if v}
         write_json_atomic(tmp / "metrics.json", metrics)
         write_jsonl_atomic(tmp / "predictions.jsonl", predictions)
+        if free_predictions:
+            write_jsonl_atomic(tmp / "free_text_predictions.jsonl", free_predictions)
         report = markdown_report(metrics, plots)
         if lamp_task:
             report += lamp_report(metrics["lamp"], methods)
@@ -138,7 +178,7 @@ def evaluate_and_report(lm, users, examples: list, methods: list[str], out: Path
 
 def _uqabench(args: argparse.Namespace, methods: list[str], users, examples: list, out: Path) -> int:
     """Generate answers per method, score them the UQABench way, write metrics/report/generation files."""
-    from data_pipelines.io import atomic_directory, write_json_atomic, write_jsonl_atomic, write_text_atomic
+    from data_pipelines.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
     from data_pipelines.uqabench import SUB_TASKS
     from user_embed.eval.uqabench_eval import evaluate_uqabench
     from user_embed.model import PersonalizedLM
@@ -158,7 +198,7 @@ def _uqabench(args: argparse.Namespace, methods: list[str], users, examples: lis
         tasks = table["tasks"]
         lines.append(f"| {method} | {table['accuracy']:.3f} | "
                      + " | ".join(f"{tasks[t]['accuracy']:.3f}" if t in tasks else "–" for t in SUB_TASKS) + " |")
-    with atomic_directory(out) as tmp:
+    with output_folder(args, out) as tmp:
         write_json_atomic(tmp / "metrics.json", metrics)
         for method, answers in result["predictions"].items():
             write_jsonl_atomic(tmp / f"{method}_generated.jsonl", [
@@ -202,12 +242,35 @@ def lamp_report(scores: dict, methods: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def seeded_users(examples: list, count: int, seed: int) -> list[str]:
+    """``count`` of the examples' users, chosen with ``seed`` (the same choice as ``--max-users``)."""
+    import polars as pl
+
+    return pl.Series([ex.user_id for ex in examples]).unique().sort().shuffle(seed=seed).head(count).to_list()
+
+
 def summary_table(metrics: dict) -> str:
+    """Accuracy per family and method (with the questions each answered), then soft minus each baseline
+    with its 95 % interval over users."""
     acc = metrics["accuracy"]
     groups = ["sequence_understanding", "action_prediction", "interest_perception", "overall"]
-    head = f"{'method':<8}" + "".join(f"{g[:22]:>24}" for g in groups) + f"{'prompt tokens':>15}"
+    head = f"{'method':<8}" + "".join(f"{g[:22]:>24}" for g in groups) + f"{'questions':>11}{'prompt tokens':>15}"
     rows = [head]
     for m, a in acc.items():
         rows.append(f"{m:<8}" + "".join(f"{a.get(g, float('nan')):>24.3f}" for g in groups)
+                    + f"{metrics.get('answered', {}).get(m, metrics['questions']):>11}"
                     + f"{metrics['prompt_tokens'][m]:>15.0f}")
+    for pair, table in metrics.get("paired", {}).items():
+        cells = [f"{table[g]['diff']:+.3f} [{table[g]['low']:+.3f}, {table[g]['high']:+.3f}]" if g in table else "–"
+                 for g in groups]
+        questions = table.get("overall", {}).get("questions", "")
+        rows.append(f"{pair.replace('-', ' - '):<8}" + "".join(f"{c:>24}" for c in cells) + f"{questions:>11}")
+    free = metrics.get("free_text")
+    if free:
+        rows.append(f"free text: {free['questions']} open questions, generated answers read as labels "
+                    "(parsed = share naming a label)")
+        for m, a in free["accuracy"].items():
+            parsed = f"{free['parsed'][m]:>15.2f}" if m in free["parsed"] else ""
+            rows.append(f"{m:<8}" + "".join(f"{a.get(g, float('nan')):>24.3f}" for g in groups)
+                        + f"{free['answered'].get(m, free['questions']):>11}{parsed}")
     return "\n".join(rows)

@@ -47,47 +47,79 @@ def build_parser(command: str = "generate") -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--json", action="store_true",
                         help="one-question mode: print the JSON row, not just the answer")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="batch mode: replace an existing --output file that `generate` did not write")
     return parser
 
 
+#: Types a request field may have in a JSON line (an id may be a number; a question must be text).
+FIELD_TYPES = {"user_id": (str, int), "question": (str,)}
+
+
+def _row_error(record: object, where: str) -> str | None:
+    """Why a parsed JSON line is not a usable request, or None."""
+    if not isinstance(record, dict):
+        return f"{where}: needs an object with user_id and question, got a JSON {type(record).__name__}"
+    missing = [name for name in FIELD_TYPES if name not in record]
+    if missing:
+        return f"{where}: needs an object with user_id and question (missing {', '.join(missing)})"
+    for name, types in FIELD_TYPES.items():
+        value = record[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            kind = "null" if value is None else type(value).__name__
+            return f"{where}: '{name}' must be {'text or a number' if int in types else 'text'}, got {kind}"
+    return None
+
+
+def _read_parquet_requests(path: Path) -> list[tuple[int, object, str | None]]:
+    import polars as pl
+
+    from data_pipelines.readers import read_parquet
+    from user_embed.generate import Request
+
+    frame = read_parquet(path, "--input")
+    missing = [c for c in FIELD_TYPES if c not in frame.columns]
+    if missing:
+        raise UserError(f"--input {path}: missing column(s) {missing} (has {frame.columns})")
+    for name, dtype in frame.select(*FIELD_TYPES).schema.items():
+        if not (dtype == pl.Utf8 or dtype == pl.Categorical or (name == "user_id" and dtype.is_integer())):
+            raise UserError(f"--input {path}: column '{name}' has type {dtype}, expected text")
+    frame = frame.select(pl.col("user_id").cast(pl.Utf8), pl.col("question").cast(pl.Utf8))
+    rows = []
+    for i, (user, question) in enumerate(frame.iter_rows()):
+        null = [name for name, value in (("user_id", user), ("question", question)) if value is None]
+        error = f"{path}: row {i + 1}: '{null[0]}' is null" if null else None
+        rows.append((i + 1, None if error else Request(user, question), error))
+    return rows
+
+
 def read_requests(path: str | Path) -> list[tuple[int, object, str | None]]:
-    """Rows of a .jsonl/.parquet request file as (row number, Request or None, error); bad rows keep going."""
+    """Rows of a .jsonl/.parquet request file as (row number, Request or None, error); bad rows keep going.
+
+    A row's error: not JSON, not an object, a missing field, or a field of the wrong type (``user_id``
+    text or an integer, ``question`` text). A file with no usable row at all is a UserError.
+    """
+    from data_pipelines.readers import iter_jsonl, require_file
     from user_embed.generate import Request
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"--input {path}: no such file")
+    require_file(path, "--input")
     if path.suffix == ".parquet":
-        import polars as pl
-
-        try:
-            frame = pl.read_parquet(path)
-        except Exception as exc:
-            raise UserError(f"--input {path}: cannot read parquet ({type(exc).__name__}: {exc})") from exc
-        missing = [c for c in ("user_id", "question") if c not in frame.columns]
-        if missing:
-            raise UserError(f"--input {path}: missing column(s) {missing} (has {frame.columns})")
-        frame = frame.select(pl.col("user_id").cast(pl.Utf8), pl.col("question").cast(pl.Utf8))
-        return [(i + 1, Request(u, q), None) for i, (u, q) in enumerate(frame.iter_rows())]
-    if path.suffix not in (".jsonl", ".ndjson", ".json"):
+        rows = _read_parquet_requests(path)
+    elif path.suffix not in (".jsonl", ".ndjson", ".json"):
         raise UserError(f"--input {path}: expected a .jsonl or .parquet file")
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                rows.append((number, None, f"{path}:{number}: not JSON ({exc.msg})"))
-                continue
-            if not isinstance(record, dict) or "user_id" not in record or "question" not in record:
-                rows.append((number, None, f"{path}:{number}: needs an object with user_id and question"))
-                continue
-            user = record["user_id"]
-            rows.append((number, Request(None if user is None else str(user), record["question"]), None))
+    else:
+        rows = []
+        for number, record, error in iter_jsonl(path, "--input"):
+            error = error or _row_error(record, f"{path}:{number}")
+            request = None if error else Request(str(record["user_id"]), record["question"])
+            rows.append((number, request, error))
     if not rows:
         raise UserError(f"--input {path}: no rows")
+    if all(error for _, _, error in rows):
+        raise UserError(f"--input {path}: no usable row ({len(rows)} rows; the first: {rows[0][2]})")
     return rows
 
 
@@ -103,10 +135,18 @@ def main(argv: list[str] | None = None, command: str = "generate") -> int:
             raise UserError("give --user and --question (or --input FILE --output FILE for many)")
         if not args.question.strip():
             raise UserError("--question is empty")
+    from data_pipelines.outputs import check_output_file, output_file
+    from user_embed.devices import check_device
+    from user_embed.output_kinds import ANSWERS
+
+    check_device(args.device)
+    target = {"kind": ANSWERS, "inputs": [args.checkpoint, args.data, args.input, args.llm],
+              "overwrite": args.overwrite, "flag": "--output"}
+    if batch_mode:
+        check_output_file(args.output, **target)  # before any model is loaded
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers.utils import logging as hf_logging
 
-    from data_pipelines.io import write_jsonl_atomic
     from user_embed.generate import Request, SamplingConfig
     from user_embed.model import PersonalizedLM
     from user_embed.store import UserStore
@@ -147,8 +187,14 @@ def main(argv: list[str] | None = None, command: str = "generate") -> int:
             raise UserError(record["error"])
         print(json.dumps(record, ensure_ascii=False) if args.json else record["answer"])
         return 0
-    write_jsonl_atomic(Path(args.output), records)
     failed = sum(1 for r in records if r["error"])
+    if failed == len(records):
+        first = next(r for r in records if r["error"])
+        raise UserError(f"--input {args.input}: no row could be answered ({failed} rows; row {first['row']}: "
+                        f"{first['error']}); nothing written")
+    with output_file(args.output, **target) as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     print(f"user-embed {command}: wrote {len(records)} answers to {args.output} ({failed} with errors)",
           file=sys.stderr)
     return 0

@@ -9,6 +9,13 @@ stopped. The checkpoint is read with ``weights_only=True`` (nothing is unpickled
 checkpoint trained with another ``model`` config is refused with a message that names the
 first differing field (LightningCLI would otherwise silently replace your YAML's model
 config with the checkpoint's). Config and argument mistakes print one line, no usage dump.
+
+Guards: every ``--config`` file is read defensively first (empty, not a mapping, not UTF-8, an alias
+bomb: one line naming the file); the trainer settings are checked against their domains
+(:mod:`user_embed.training.trainer_settings`) before the Trainer is built; the export folder is
+checked as a safe output before training starts (``--overwrite`` to write into a folder holding
+other files); :class:`~user_embed.training.finite_guard.FiniteGuard` stops the fit at a non-finite
+loss or gradient, so nothing broken is exported.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningCLI
 
 from user_embed.errors import CheckpointError, ConfigError, UserError
+from user_embed.training.finite_guard import FiniteGuard
 
 #: ``--ckpt_path`` values that Lightning resolves itself (not file paths).
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
@@ -129,8 +137,61 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, out)
 
 
+def config_files(argv: list[str]) -> list[str]:
+    """The ``--config`` / ``-c`` values of a command line (``--config=x.yaml`` included)."""
+    found = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--config", "-c")]
+    return found + [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+
+
+def check_config_files(argv: list[str]) -> None:
+    """Read every ``--config`` file that exists defensively (a path that does not exist is left to jsonargparse,
+    which also takes inline YAML there)."""
+    from data_pipelines.readers import read_yaml_mapping
+
+    for value in config_files(argv):
+        if Path(value).exists():
+            read_yaml_mapping(value, "config")
+
+
+def settings_dict(settings) -> dict:
+    """A jsonargparse Namespace (or dict) as a plain dict."""
+    if settings is None:
+        return {}
+    return settings.as_dict() if hasattr(settings, "as_dict") else dict(settings)
+
+
+def instantiate_checked(cli: LightningCLI, instantiate) -> None:
+    """Run ``instantiate`` (LightningCLI's instantiate_classes) with the trainer settings checked first and
+    any config problem, ours or Lightning's, raised as one ConfigError."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from user_embed.training.trainer_settings import check_trainer_settings
+
+    subcommand = cli.config.get("subcommand")
+    settings = cli.config[subcommand] if subcommand else cli.config
+    check_trainer_settings(settings_dict(settings.get("trainer")))
+    try:
+        instantiate()
+    except MisconfigurationException as exc:
+        raise ConfigError(f"trainer: {one_line(str(exc))}") from exc
+    except (ValueError, TypeError) as exc:
+        cause = _user_error_in_chain(exc)
+        if cause is not None:
+            raise ConfigError(str(cause)) from exc
+        raise ConfigError(f"invalid config: {one_line(str(exc))}") from exc
+
+
+def add_overwrite_argument(parser) -> None:
+    parser.add_argument("--overwrite", action="store_true", default=False,
+                        help="write the output into a folder that holds other files (only same-named files are "
+                             "replaced); without it such a folder is refused")
+
+
 class UserEmbedCLI(LightningCLI):
-    """LightningCLI with one-line config errors and a safe, config-checked ``--ckpt_path``."""
+    """LightningCLI with one-line config errors, a safe, config-checked ``--ckpt_path`` and a checked export."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        add_overwrite_argument(parser)
 
     def _model_config(self) -> dict:
         import yaml
@@ -150,6 +211,8 @@ class UserEmbedCLI(LightningCLI):
         if str(ckpt_path) in SPECIAL_CKPT_PATHS:
             return super()._parse_ckpt_path()
         path = Path(ckpt_path)
+        if path.is_dir():
+            raise CheckpointError(f"--ckpt_path {path}: is a folder; give the checkpoint file (e.g. {path}/last.ckpt)")
         if not path.is_file():
             raise CheckpointError(f"--ckpt_path {path}: no such checkpoint file")
         before = self._model_config()
@@ -174,13 +237,20 @@ class UserEmbedCLI(LightningCLI):
                 settings["model"][key] = before[key]
 
     def instantiate_classes(self) -> None:
-        try:
-            super().instantiate_classes()
-        except (ValueError, TypeError) as exc:
-            cause = _user_error_in_chain(exc)
-            if cause is not None:
-                raise ConfigError(str(cause)) from exc
-            raise ConfigError(f"invalid config: {one_line(str(exc))}") from exc
+        instantiate_checked(self, super().instantiate_classes)
+
+    def before_fit(self) -> None:
+        """Check the export folder as a safe output before training starts (and let the export overwrite)."""
+        from data_pipelines.outputs import check_output_dir
+        from user_embed.output_kinds import EMBEDDER
+
+        model, data = self.model, self.datamodule
+        model.export_overwrite = bool(self.config.fit.get("overwrite"))
+        inputs = [getattr(data, "data_dir", None), self.config.fit.get("ckpt_path"), model.llm_config.name_or_path,
+                  *[s.checkpoint for s in model.source_configs], *[s.text_encoder for s in model.source_configs],
+                  getattr(data, "text_encoder", None)]
+        check_output_dir(model.export_path(), EMBEDDER, inputs=inputs, overwrite=model.export_overwrite,
+                         flag="model.export_dir")
 
 
 def main(argv: list[str], command: str = "fit") -> int:
@@ -192,17 +262,17 @@ def main(argv: list[str], command: str = "fit") -> int:
     from user_embed.training.module import UserEmbedModule
 
     no_exit = {"exit_on_error": False}
+    check_config_files(argv)
     try:
         UserEmbedCLI(UserEmbedModule, UserDataModule, args=[command, *argv], save_config_kwargs={"overwrite": True},
                      seed_everything_default=0, parser_kwargs={**no_exit, command: no_exit},
                      trainer_defaults={"plugins": [{"class_path": f"{__name__}.AtomicCheckpointIO"}],
-                                       "callbacks": [ResumeRandomState()]})
+                                       "callbacks": [ResumeRandomState(), FiniteGuard()]})
     except ArgumentError as exc:
         cause = _user_error_in_chain(exc)
         message = str(cause) if cause else one_line(str(exc))
         if message.startswith("Problems parsing config"):  # a YAML syntax error: say which file
-            configs = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--config", "-c")]
-            message = f"{', '.join(configs) or 'config'}: {message}"
+            message = f"{', '.join(config_files(argv)) or 'config'}: {message}"
         raise ConfigError(message) from None
     except ValueError as exc:
         if "val_check_interval" in str(exc):  # Lightning's check of the trainer settings against the data size

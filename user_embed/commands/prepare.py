@@ -15,7 +15,10 @@ Sources::
 
 Each source is one entry of :data:`SOURCES` (name → help, add-arguments, run); adding a
 source means adding a function pair and an entry there. All sources share ``--out``,
-``--seed``, ``--strict`` (stop at the first row that would be dropped) and ``--no-qa``.
+``--seed``, ``--strict`` (stop at the first row that would be dropped), ``--no-qa`` and
+``--overwrite``. ``--out`` is a safe output (:mod:`data_pipelines.outputs`), checked before
+anything is read: a previous output of `prepare` is replaced; a folder with other files, or one
+that is, holds or lies inside an input, is refused (``--overwrite`` replaces only same-named files).
 """
 
 from __future__ import annotations
@@ -41,20 +44,37 @@ class Source:
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """``--out``, ``--seed``, ``--strict``, ``--no-qa`` (every source takes them)."""
     parser.add_argument(
-        "--out", required=True, type=Path, metavar="DIR", help="output data directory (replaced atomically)"
+        "--out", required=True, type=Path, metavar="DIR",
+        help="output data directory (a previous `prepare` output there is replaced atomically)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for the UserQA splits and options (default 0)")
     parser.add_argument(
         "--strict", action="store_true", help="stop at the first row that would be dropped instead of counting it"
     )
     parser.add_argument("--no-qa", action="store_true", help="write events/items/users only, no UserQA questions")
+    add_overwrite_argument(parser)
+
+
+def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --out folder that holds other files (replaces only same-named files)")
+
+
+def inputs_of(args: argparse.Namespace) -> list[Path]:
+    """Every file or folder the command line names as input (all path arguments but --out)."""
+    found: list[Path] = []
+    for name, value in vars(args).items():
+        values = value if isinstance(value, list) else [value]
+        found += [v for v in values if isinstance(v, Path) and name != "out"]
+    return found
 
 
 def write(result, args: argparse.Namespace, qa_config=None) -> int:
     """Build UserQA (unless --no-qa) and write ``args.out``."""
     from data_pipelines.prepare import prepare
 
-    prepare(result, args.out, seed=args.seed, build_qa=not args.no_qa, qa_config=qa_config)
+    prepare(result, args.out, seed=args.seed, build_qa=not args.no_qa, qa_config=qa_config, overwrite=args.overwrite,
+            inputs=inputs_of(args))
     return 0
 
 
@@ -70,7 +90,7 @@ def _run_movielens_100k(args: argparse.Namespace) -> int:
     from user_embed.assets import movielens_100k_dir
 
     prepare_movielens_100k(args.out, args.seed, source=movielens_100k_dir(report=print), strict=args.strict,
-                           build_qa=not args.no_qa)
+                           build_qa=not args.no_qa, overwrite=args.overwrite)
     return 0
 
 
@@ -156,7 +176,8 @@ def _run_lamp(args: argparse.Namespace) -> int:
     if args.outputs is not None and args.questions is None:
         args.parser.error("--outputs goes with --questions")
     files = find_lamp_files(args.dir) if args.dir else {args.split: (args.questions, args.outputs)}  # dev = val
-    prepare(import_lamp_splits(args.task, files), args.out, seed=args.seed, build_qa=False)  # LaMP has its questions
+    prepare(import_lamp_splits(args.task, files), args.out, seed=args.seed, build_qa=False,  # LaMP has its questions
+            overwrite=args.overwrite, inputs=inputs_of(args))
     return 0
 
 
@@ -167,6 +188,7 @@ def _lamp3_movielens_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile-size", type=int, default=50, help="profile items per question (default 50)")
     parser.add_argument("--questions-per-user", type=int, default=1, help="rated movies asked per user (default 1)")
     parser.add_argument("--strict", action="store_true", help="stop at the first rating that would be dropped")
+    add_overwrite_argument(parser)
 
 
 def _run_lamp3_movielens(args: argparse.Namespace) -> int:
@@ -176,9 +198,11 @@ def _run_lamp3_movielens(args: argparse.Namespace) -> int:
     from data_pipelines.movielens import import_movielens
     from user_embed.assets import movielens_100k_dir
 
-    tables = import_movielens(movielens_100k_dir(report=print), strict=args.strict).tables
-    summary = build_lamp3_from_movielens(tables["events"], tables["items"], args.out, seed=args.seed, profile_size=args.profile_size,
-                                         questions_per_user=args.questions_per_user, strict=args.strict)
+    source = movielens_100k_dir(report=print)
+    tables = import_movielens(source, strict=args.strict).tables
+    summary = build_lamp3_from_movielens(tables["events"], tables["items"], args.out, seed=args.seed,
+                                         profile_size=args.profile_size, questions_per_user=args.questions_per_user,
+                                         strict=args.strict, overwrite=args.overwrite, inputs=[source])
     print(json.dumps(summary["splits"]))
     print(f"wrote {args.out}")
     return 0
@@ -191,6 +215,7 @@ def _uqabench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="split of files whose name does not say it (*_train, *_eval …); default test")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output data directory")
     parser.add_argument("--strict", action="store_true", help="stop at the first row that would be dropped")
+    add_overwrite_argument(parser)
 
 
 def _run_uqabench(args: argparse.Namespace) -> int:
@@ -198,7 +223,8 @@ def _run_uqabench(args: argparse.Namespace) -> int:
     from data_pipelines.uqabench import import_uqabench
 
     result = import_uqabench(args.files, split=args.split, strict=args.strict)
-    prepare(result, args.out, build_qa=False)  # align files bring UQABench's own questions
+    prepare(result, args.out, build_qa=False, overwrite=args.overwrite,  # align files bring UQABench's own questions
+            inputs=inputs_of(args))
     return 0
 
 
@@ -239,9 +265,16 @@ def build_parser(command: str = "prepare") -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, command: str = "prepare") -> int:
     """Parse ``argv`` and run the chosen source; argparse mistakes exit 2 with its one-line message."""
+    from data_pipelines.outputs import DATA, LAMP_FILES, check_output_dir
+
     parser = build_parser(command)
     try:
         args = parser.parse_args(argv)
-        return int(args.run(args) or 0)
     except SystemExit as exc:  # argparse: usage + "error: …" already printed
+        return exc.code if isinstance(exc.code, int) else 2
+    kind = LAMP_FILES if args.dataset == "lamp3-movielens" else DATA
+    check_output_dir(args.out, kind, inputs=inputs_of(args), overwrite=args.overwrite)  # before any input is read
+    try:
+        return int(args.run(args) or 0)
+    except SystemExit as exc:  # args.parser.error(…): its one-line message is already printed
         return exc.code if isinstance(exc.code, int) else 2

@@ -8,14 +8,18 @@
 
 Both files of ``score lamp`` are ``{"task": "LaMP_N", "golds": [{"id", "output"}]}``; their ids
 must match. Errors (malformed file, missing ids, unknown task) print one line, exit status 2.
+Every file is first read defensively (:func:`check_readable`: missing, a folder, empty, not UTF-8,
+malformed or too deeply nested JSON, unreadable parquet). ``score`` writes nothing: it prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from data_pipelines.lamp import LAMP_TASKS
+from data_pipelines.report import DataError
 
 
 def build_parser(command: str = "score") -> argparse.ArgumentParser:
@@ -38,8 +42,30 @@ def build_parser(command: str = "score") -> argparse.ArgumentParser:
     return parser
 
 
+def check_readable(path: str | Path, what: str, json_lines: bool) -> None:
+    """DataError (one line naming the file, and the line where known) unless ``path`` reads as its suffix says
+    (``json_lines``: anything but .json is JSON lines, as the UQABench reader reads it)."""
+    from data_pipelines.readers import iter_jsonl, read_json, read_parquet, require_file
+
+    path = require_file(path, what)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        read_parquet(path, what)
+    elif suffix in (".arrow", ".ipc", ".feather"):
+        return  # read (with its own one-line errors) by the UQABench reader
+    elif json_lines and suffix != ".json":
+        for _, _, error in iter_jsonl(path, what):
+            if error:
+                raise DataError(error)
+    else:
+        read_json(path, what)
+
+
 def main(argv: list[str] | None = None, command: str = "score") -> int:
     args = build_parser(command).parse_args(argv)
+    check_readable(args.golds, "golds", json_lines=args.benchmark == "uqabench")
+    if args.preds is not None:
+        check_readable(args.preds, "predictions", json_lines=args.benchmark == "uqabench")
     if args.benchmark == "lamp":
         from user_embed.eval.lamp_metrics import score_lamp
 

@@ -47,10 +47,14 @@ def classification_metrics(preds: list[str], golds: list[str], labels: list[str]
 
 
 def _rating(prediction: str, gold: float) -> float:
+    """The predicted rating; unparseable or non-finite (``nan``, ``inf``) → the extreme farther from the gold."""
     try:
-        return float(prediction)
+        value = float(prediction)
     except ValueError:
-        return 1.0 if abs(1 - gold) > abs(5 - gold) else 5.0
+        value = math.nan
+    if math.isfinite(value):
+        return value
+    return 1.0 if abs(1 - gold) > abs(5 - gold) else 5.0
 
 
 def rating_metrics(preds: list[str], golds: list[str]) -> dict[str, float]:

@@ -18,12 +18,16 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from data_pipelines.io import atomic_directory
+from data_pipelines.outputs import output_directory
+from data_pipelines.readers import read_json
 from user_embed.config import SourceConfig
 from user_embed.data.spec import DataSpec
 from user_embed.errors import CheckpointError
+from user_embed.finite import non_finite_tensor
+from user_embed.output_kinds import ENCODER
 
 ENCODER_WEIGHTS, HEAD_WEIGHTS, CONFIG_NAME, CARD_NAME = "encoder.safetensors", "head.safetensors", "config.json", "README.md"
+METRICS_NAME = "metrics.json"
 FORMAT_VERSION = 1
 CHECKPOINT_TYPE = "user_embed.pretrained_encoder"
 ARCHITECTURE_FIELDS = ("kind", "dim", "layers", "heads", "max_len")
@@ -35,10 +39,17 @@ def vocabulary_digest(ids: list[str]) -> str:
 
 
 def save_encoder_checkpoint(directory: str | Path, encoder: nn.Module, source: SourceConfig, spec: DataSpec,
-                            head: nn.Module | None = None, report: dict | None = None) -> Path:
-    """Write encoder (+ head) weights, config.json and a short card into ``directory`` atomically."""
+                            head: nn.Module | None = None, report: dict | None = None, *, overwrite: bool = False) -> Path:
+    """Write encoder (+ head) weights, config.json, metrics.json (the report) and a short card into ``directory``.
+
+    Atomic and a safe output (``data_pipelines.outputs``: a previous encoder checkpoint is replaced, a folder
+    with other files needs ``overwrite``); refused (CheckpointError) when a weight is NaN or infinite."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}
+    head_weights = {k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()} if head is not None else {}
+    broken = non_finite_tensor(weights) or non_finite_tensor(head_weights)
+    if broken:
+        raise CheckpointError(f"{directory}: not saved — the pre-trained encoder's weights are broken ({broken})")
     architecture = {k: v for k, v in asdict(source).items() if k not in ("checkpoint", "freeze", "name")}
     config = {
         "format_version": FORMAT_VERSION,
@@ -50,11 +61,13 @@ def save_encoder_checkpoint(directory: str | Path, encoder: nn.Module, source: S
         "spec": spec.to_json(),
         "pretrain": report or {},
     }
-    with atomic_directory(directory) as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}, str(tmp / ENCODER_WEIGHTS))
+    with output_directory(directory, ENCODER, overwrite=overwrite) as tmp:
+        save_file(weights, str(tmp / ENCODER_WEIGHTS))
         if head is not None:
-            save_file({k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}, str(tmp / HEAD_WEIGHTS))
+            save_file(head_weights, str(tmp / HEAD_WEIGHTS))
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str))
+        if report is not None:
+            (tmp / METRICS_NAME).write_text(json.dumps(report, indent=2, default=str))
         (tmp / CARD_NAME).write_text(_card(config))
     return directory
 
@@ -69,10 +82,13 @@ def read_checkpoint_config(directory: str | Path) -> dict:
         raise CheckpointError(f"{directory}: not a pre-trained encoder (needs {ENCODER_WEIGHTS} and {CONFIG_NAME}; "
                               f"write one with `user-embed pretrain`)")
     try:
-        config = json.loads(config_path.read_text())
+        config = read_json(config_path, "encoder checkpoint config")
         config["source"], config["spec"]  # noqa: B018 - required keys
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{config_path}: invalid encoder checkpoint config ({exc})") from exc
+        if not isinstance(config["source"], dict) or not isinstance(config["spec"], dict):
+            raise TypeError("'source' and 'spec' must be objects")
+    except (ValueError, KeyError, TypeError) as exc:  # DataError (unreadable, not JSON) is a ValueError
+        detail = str(exc).removeprefix(f"{config_path}: ")
+        raise CheckpointError(f"{config_path}: invalid encoder checkpoint config ({detail})") from exc
     if config.get("type") != CHECKPOINT_TYPE:
         raise CheckpointError(f"{config_path}: type is {config.get('type')!r}, expected {CHECKPOINT_TYPE!r}")
     return config
@@ -121,7 +137,15 @@ def load_encoder_checkpoint(encoder: nn.Module, source: SourceConfig, spec: Data
     config = check_encoder_checkpoint(directory, source, spec)
     directory = directory.parent if directory.is_file() else directory
     try:
-        result = encoder.load_state_dict(load_file(str(directory / ENCODER_WEIGHTS)), strict=False)
+        state = load_file(str(directory / ENCODER_WEIGHTS))
+    except Exception as exc:  # SafetensorError: truncated, or not safetensors at all
+        raise CheckpointError(f"{directory / ENCODER_WEIGHTS}: not a readable safetensors file "
+                              f"({str(exc).splitlines()[0]})") from exc
+    broken = non_finite_tensor(state)
+    if broken:
+        raise CheckpointError(f"{directory / ENCODER_WEIGHTS}: broken weights ({broken}); pre-train it again")
+    try:
+        result = encoder.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches
         raise CheckpointError(f"{directory / ENCODER_WEIGHTS}: does not fit encoder '{source.name}' ({exc})") from exc
     if result.missing_keys or result.unexpected_keys:

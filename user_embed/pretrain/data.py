@@ -33,6 +33,7 @@ from data_pipelines.schema import read_table
 from user_embed.data.collate import gap_buckets
 from user_embed.data.history import UserHistories, category_table
 from user_embed.data.spec import PAD, UNKNOWN_ITEM, DataSpec
+from user_embed.domains import check_number
 from user_embed.encoders.base import SourceInputs
 from user_embed.errors import ConfigError
 
@@ -181,6 +182,8 @@ class NextItemDataModule(L.LightningDataModule):
             raise ConfigError("data.batch_size, data.eval_batch_size, data.eval_last and data.max_len must be > 0")
         if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
             raise ConfigError(f"data.val_fraction {val_fraction} + data.test_fraction {test_fraction} must be in [0, 1)")
+        check_number("data.num_workers", num_workers, low=0, integer=True)
+        check_number("data.seed", seed, integer=True)
         self.data_dir, self.protocol, self.split = Path(data_dir), protocol, split
         self.val_fraction, self.test_fraction, self.eval_last = val_fraction, test_fraction, eval_last
         self.batch_size, self.eval_batch_size, self.max_len = batch_size, eval_batch_size, max_len

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 
 import lightning as L
 import torch
 
-from data_pipelines.io import write_json_atomic
 from user_embed.errors import ConfigError
 from user_embed.pretrain.checkpoint import save_encoder_checkpoint
 from user_embed.pretrain.data import NextItemDataModule
@@ -57,8 +55,8 @@ def run_pretrain(module: NextItemModule, datamodule: NextItemDataModule, trainer
         "train_seconds": module.train_seconds,
     }
     if save:
-        folder = save_encoder_checkpoint(module.output_dir, module.encoder, source, datamodule.spec, module.head, report)
-        write_json_atomic(Path(folder) / "metrics.json", report)
+        folder = save_encoder_checkpoint(module.output_dir, module.encoder, source, datamodule.spec, module.head, report,
+                                         overwrite=getattr(module, "overwrite", False))
         log.info("saved pre-trained encoder to %s", folder)
     return report
 

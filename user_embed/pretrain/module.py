@@ -17,6 +17,7 @@ import torch
 
 from user_embed.config import SourceConfig
 from user_embed.data.spec import UNKNOWN_ITEM, DataSpec
+from user_embed.domains import check_number
 from user_embed.encoders import build_encoder
 from user_embed.errors import ConfigError
 from user_embed.pretrain.data import NextItemBatch
@@ -49,8 +50,9 @@ class NextItemModule(L.LightningModule):
         self.encoder_config = encoder or SourceConfig(kind="sasrec", name="sequence", dim=64, heads=2)
         if num_negatives <= 0 or full_softmax_max_items <= 0 or (max_items is not None and max_items <= 0):
             raise ConfigError("model.num_negatives, model.full_softmax_max_items and model.max_items must be > 0")
-        if lr <= 0 or warmup_steps < 0:
-            raise ConfigError(f"model.lr must be > 0 and model.warmup_steps >= 0, got {lr}, {warmup_steps}")
+        check_number("model.lr", lr, low=0, low_open=True)
+        check_number("model.weight_decay", weight_decay, low=0)
+        check_number("model.warmup_steps", warmup_steps, low=0, integer=True)
         resolve_softmax(softmax, 0, full_softmax_max_items)  # checks the name early
         self.softmax, self.full_softmax_max_items, self.num_negatives = softmax, full_softmax_max_items, num_negatives
         self.max_items, self.lr, self.weight_decay, self.warmup_steps = max_items, lr, weight_decay, warmup_steps

@@ -25,6 +25,7 @@ from user_embed.data.history import UserHistories
 from user_embed.data.questions import questions_by_split
 from user_embed.data.sampler import ResumableDataLoader, ResumableSampler
 from user_embed.data.spec import DataSpec
+from user_embed.domains import check_number, check_positive
 from user_embed.errors import ConfigError
 from user_embed.store import UserStore
 
@@ -55,11 +56,12 @@ class UserDataModule(L.LightningDataModule):
             num_workers: DataLoader workers.
         """
         super().__init__()
-        if batch_size <= 0 or eval_batch_size <= 0 or max_history <= 0:
-            raise ConfigError("data.batch_size, data.eval_batch_size and data.max_history must be > 0")
+        check_positive("data", integer=True, batch_size=batch_size, eval_batch_size=eval_batch_size,
+                       max_history=max_history)
         for name, cap in (("max_eval_per_task", max_eval_per_task), ("max_eval_users", max_eval_users)):
-            if cap is not None and cap <= 0:
-                raise ConfigError(f"data.{name} must be > 0 (or null for all), got {cap}")
+            check_number(f"data.{name}", cap, low=0, low_open=True, integer=True, allow=(None,))
+        check_number("data.num_workers", num_workers, low=0, integer=True)
+        check_number("data.seed", seed, integer=True)
         self.data_dir = Path(data_dir)
         self.batch_size, self.eval_batch_size, self.max_history = batch_size, eval_batch_size, max_history
         self.text_encoder, self.item_text_vectors, self.contrastive_texts = text_encoder, item_text_vectors, contrastive_texts
@@ -144,7 +146,7 @@ class UserDataModule(L.LightningDataModule):
 
     def _examples(self, qa: pl.DataFrame) -> dict[str, list[Example]]:
         return questions_by_split(qa, self.tasks, self.max_eval_per_task, self.max_eval_users, self.seed,
-                                  source=str(self.data_dir / "qa.parquet"))
+                                  source=str(self.data_dir / "qa.parquet"), categories=self.spec.categories)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if self.collator is None:

@@ -59,6 +59,7 @@ class UserEmbedModule(L.LightningModule):
         self.loss_config = loss or LossConfig()
         self.optim_config = optim or OptimConfig()
         self.export_dir = export_dir
+        self.export_overwrite = False  # `user-embed fit --overwrite`: export into a folder holding other files
         self.save_hyperparameters()
         self.strict_loading = False  # checkpoints omit the frozen LLM on purpose
         self.model: PersonalizedLM | None = None
@@ -75,7 +76,7 @@ class UserEmbedModule(L.LightningModule):
         self.build(spec, text_dim=datamodule.text_dim)
         train = (getattr(datamodule, "examples", None) or {}).get("train") or []
         if stage == "fit" and self.optim_config.alignment_steps and train and not any(
-                ex.options and ex.answer in ex.options for ex in train):
+                ex.answer in ex.choices for ex in train):
             raise ConfigError("optim.alignment_steps > 0 needs multiple-choice training questions (options that "
                               "hold the answer); these questions have none: set optim.alignment_steps: 0")
 
@@ -123,14 +124,21 @@ class UserEmbedModule(L.LightningModule):
     def validation_step(self, batch: UserBatch, batch_idx: int) -> None:
         losses = self.losses(batch)
         self.log("val/qa_loss", losses["qa_loss"], batch_size=len(batch), sync_dist=True)
-        if all(ex.options for ex in batch.examples):  # free-text answers (e.g. UQABench) have no options to pick
-            self.log("val/accuracy", self._accuracy(batch), batch_size=len(batch), prog_bar=True, sync_dist=True)
+        choice = self._multiple_choice(batch)  # free-text answers (open questions, UQABench) have no options
+        if choice is not None:
+            self.log("val/accuracy", self._accuracy(choice), batch_size=len(choice), prog_bar=True, sync_dist=True)
 
     def test_step(self, batch: UserBatch, batch_idx: int) -> None:
-        if not all(ex.options for ex in batch.examples):  # free-text answers: the answer loss is the measure
+        choice = self._multiple_choice(batch)
+        if choice is None or len(choice) < len(batch):  # free-text answers: the answer loss is the measure
             self.log("test/qa_loss", self.losses(batch)["qa_loss"], batch_size=len(batch), sync_dist=True)
-            return
-        self.log("test/accuracy", self._accuracy(batch), batch_size=len(batch), sync_dist=True)
+        if choice is not None:
+            self.log("test/accuracy", self._accuracy(choice), batch_size=len(choice), sync_dist=True)
+
+    @staticmethod
+    def _multiple_choice(batch: UserBatch) -> UserBatch | None:
+        rows = [i for i, ex in enumerate(batch.examples) if ex.options]
+        return None if not rows else batch if len(rows) == len(batch) else batch.select(rows)
 
     def _accuracy(self, batch: UserBatch) -> float:
         predictions, _ = self.model.answer_choices(batch)
@@ -171,7 +179,7 @@ class UserEmbedModule(L.LightningModule):
                 self.embedder.lora = {"r": c.lora_r, "alpha": c.lora_alpha, "dropout": c.lora_dropout,
                                       "target_modules": list(c.lora_target_modules)}
             self.embedder.lora_state = trainable_state(self.model.llm)
-        return self.embedder.save_pretrained(path)
+        return self.embedder.save_pretrained(path, overwrite=self.export_overwrite)
 
     def export_path(self) -> Path:
         if self.export_dir:
