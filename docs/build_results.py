@@ -499,9 +499,43 @@ def _pipeline_machine(data: dict) -> dict:
     return {k: machine[k] for k in keep if k in machine}
 
 
+def quickstart_seeds(data: dict) -> str:
+    """The main result over seeds (benchmarks/quickstart_seeds.py): baselines once, soft mean ± s.d. over seeds."""
+    seeds = data.get("seeds") or []
+    if not seeds:
+        return missing("quickstart_seeds.json")
+    groups = [*ordered([g for g in data["summary"]["soft"] if g != "overall"]), "overall"]
+    n = len(seeds)
+    answered = data.get("answered", {})
+    lines = [f"`{data.get('config', '?')}` trained with {n} seeds ({', '.join(str(s['seed']) for s in seeds)}), "
+             f"evaluated on the whole `{data.get('split', 'test')}` split ({data.get('questions', '?')} multiple-choice "
+             f"questions; `text` on the {answered.get('text', '?')} questions of {data.get('text_max_users', '?')} "
+             f"seeded users). {provenance(None, data.get('date'), data.get('commit'))}.", ""]
+    rows = [[f"`{m}`", *(f"{data['accuracy'][m][g]:.3f}" if g in data["accuracy"][m] else "–" for g in groups)]
+            for m in ("none", "text") if m in data["accuracy"]]
+    rows.append([f"`soft` (mean ± s.d., {n} seeds)",
+                 *(stat([s["accuracy"]["soft"][g] for s in seeds]) for g in groups)])
+    excluded = {g: sum(s["paired"]["soft-none"][g]["low"] > 0 for s in seeds) for g in groups
+                if all(g in s["paired"]["soft-none"] for s in seeds)}
+    rows.append(["soft − none (mean ± s.d.; seeds whose 95 % interval is above 0)",
+                 *(f"{stat([s['paired']['soft-none'][g]['diff'] for s in seeds], signed=True)} ({excluded[g]}/{n})"
+                   if g in excluded else "–" for g in groups)])
+    lines += table(["method", *(label(g) for g in groups)], rows, "l" + "r" * len(groups))
+    free = data.get("free_text")
+    if free and all("free_text" in s for s in seeds):
+        rows = [[f"`{m}`" if m != "majority" else "majority rule",
+                 *(f"{free[m][g]:.3f}" if g in free[m] else "–" for g in groups)] for m in ("majority", "none", "text")
+                if m in free]
+        rows.append([f"`soft` (mean ± s.d., {n} seeds)",
+                     *(stat([s["free_text"]["soft"][g] for s in seeds if g in s["free_text"]["soft"]]) for g in groups)])
+        lines += ["", "Open questions answered in free text (the first category the answer names):", "",
+                  *table(["method", *(label(g) for g in groups)], rows, "l" + "r" * len(groups))]
+    return "\n".join(lines)
+
+
 def load_benchmarks(folder: Path) -> dict[str, dict]:
     out = {}
-    for name in ("encoders", "generation", "pipeline"):
+    for name in ("encoders", "generation", "pipeline", "quickstart_seeds"):
         path = folder / f"{name}.json"
         out[name] = json.loads(path.read_text()) if path.is_file() else {}
     return out
@@ -510,12 +544,14 @@ def load_benchmarks(folder: Path) -> dict[str, dict]:
 def benchmark_sections(benches: dict[str, dict]) -> dict[str, str]:
     """Marker name → generated Markdown, in the order docs/results.md shows them."""
     encoders = benches.get("encoders", {})
-    return {"pipeline": pipeline(benches.get("pipeline", {})), "generation": generation(benches.get("generation", {})),
+    return {"quickstart-seeds": quickstart_seeds(benches.get("quickstart_seeds", {})),
+            "pipeline": pipeline(benches.get("pipeline", {})), "generation": generation(benches.get("generation", {})),
             "encoders-speed": encoders_speed(encoders), "encoders-compare": encoders_compare(encoders),
             "encoders-userqa": encoders_userqa(encoders), "encoders-scaling": encoders_scaling(encoders)}
 
 
-TITLES = {"pipeline": "Data pipeline vs pandas (`benchmarks/pipeline.py`)",
+TITLES = {"quickstart-seeds": "The main job over seeds (`benchmarks/quickstart_seeds.py`)",
+          "pipeline": "Data pipeline vs pandas (`benchmarks/pipeline.py`)",
           "generation": "Generation speed (`benchmarks/generation.py`)",
           "encoders-speed": "Sequence encoder speed and memory (`benchmarks/encoders.py speed`)",
           "encoders-compare": "Next-item pre-training comparison (`benchmarks/encoders.py compare`)",
@@ -556,9 +592,13 @@ def build(root: Path = ROOT, runs_dir: Path | None = None, bench_dir: Path | Non
     groups = group_runs(load_runs(runs_dir or root / "docs" / "results"))
     sections = benchmark_sections(load_benchmarks(bench_dir or root / "benchmarks" / "results"))
     readme, bench_readme = root / "README.md", root / "benchmarks" / "README.md"
-    readme_text = replace_between(readme.read_text(), "results", headline(groups), "README.md")
+    seeds = load_benchmarks(bench_dir or root / "benchmarks" / "results")["quickstart_seeds"]
+    main_result = sections["quickstart-seeds"] if seeds.get("seeds") else headline(groups)
+    readme_text = replace_between(readme.read_text(), "results", main_result, "README.md")
     bench_text = bench_readme.read_text()
     for name, text in sections.items():
+        if name == "quickstart-seeds" and "<!-- quickstart-seeds:start -->" not in bench_text:
+            continue
         bench_text = replace_between(bench_text, name, text, "benchmarks/README.md")
     return {root / "docs" / "results.md": results_md(groups, sections), readme: readme_text,
             bench_readme: bench_text}
