@@ -128,3 +128,24 @@ def test_same_seed_same_everything_other_seed_other_numbers(tmp_path, tiny_llm_d
     assert metrics_1["questions"] == metrics_2["questions"]
     predictions = [(run / out / "predictions.jsonl").read_text() for run, out in ((run_a, "eval1"), (run_b, "eval2"))]
     assert predictions[0] == predictions[1]
+
+
+def test_torch_threads_callback_pins_the_cpu_thread_count():
+    """CPU results depend on the thread count; the quickstart pins it with this callback."""
+    import torch
+
+    from user_embed.errors import ConfigError
+    from user_embed.training.threads import TorchThreads
+
+    before = torch.get_num_threads()
+    try:
+        callback = TorchThreads(1)
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        callback.setup(None, None, "fit")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ConfigError, match="num_threads"):
+            TorchThreads(bad)
