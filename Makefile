@@ -22,7 +22,8 @@ assets: install
 demo: assets
 	$(BIN)/user-embed prepare movielens-100k --out $(DATA)
 	$(BIN)/user-embed fit --config configs/quickstart.yaml
-	$(BIN)/user-embed evaluate --checkpoint $(RUN)/embedder --data $(DATA) --out $(RUN)/eval --text-max-users 30 --no-progress
+	$(BIN)/user-embed evaluate --checkpoint $(RUN)/embedder --data $(DATA) --out $(RUN)/eval --text-max-users 30 \
+	  --free-text-methods none,soft --no-progress
 	$(BIN)/user-embed generate --checkpoint $(RUN)/embedder --data $(DATA) --user "$$($(BIN)/python -c \
 	  "import polars as pl; print(pl.read_parquet('$(DATA)/qa.parquet').filter(pl.col('split') == 'test')['user_id'][0])")" \
 	  --question "Which genres does this user like most? Answer in one sentence." --max-new-tokens 40

@@ -5,9 +5,8 @@ Run from the repository root after ``make demo`` has prepared ``data/ml-100k`` (
     nice .venv/bin/python benchmarks/quickstart_seeds.py --seeds 0 1 2 3 4
     .venv/bin/python benchmarks/quickstart_seeds.py --plot-only      # redraw the PNG from the JSON
 
-Per seed, ``configs/quickstart.yaml`` is trained with ``seed_everything: <seed>`` into
-``runs/seeds/seed<seed>`` (the data, its questions and the evaluation subsets stay fixed), then
-``user-embed evaluate`` answers the whole test split with the soft prompt: multiple choice, and the open
+Per seed, ``configs/quickstart.yaml`` is trained with ``seed_everything: <seed>`` into ``runs/seeds/seed<seed>``
+(the data, its questions and the evaluation subsets stay fixed), then ``user-embed evaluate`` answers the whole test split with the soft prompt: multiple choice, and the open
 questions in free text. The baselines do not depend on the seed and run once: ``none`` on every question,
 ``text`` on the questions of ``--text-max-users`` seeded users. Each seed's soft − ``none`` difference gets a
 95 % user-bootstrap interval (``user_embed.eval.paired``). Writes ``benchmarks/results/quickstart_seeds.json``::
@@ -19,6 +18,9 @@ questions in free text. The baselines do not depend on the seed and run once: ``
      "summary": {"soft": {"<group>": {"mean", "std", "min", "max"}}, …}, "date", "commit", "config", …}
 
 and ``benchmarks/results/quickstart_seeds.png`` (accuracy per family: baselines, soft mean ± s.d., seeds).
+``--reuse`` keeps what a run folder already holds (an embedder, an evaluation), e.g. ``make demo``'s
+``runs/quickstart`` copied to ``runs/seeds/seed0`` and its evaluation to ``runs/seeds/baselines`` (the same
+config and seed 0); their seconds are then null.
 """
 
 from __future__ import annotations
@@ -74,10 +76,15 @@ def user_embed(*args: str) -> list[str]:
     return [str(ROOT / ".venv" / "bin" / "user-embed"), *args]
 
 
-def evaluate(checkpoint: Path, data: Path, out: Path, methods: str, text_users: int) -> tuple[dict, list, float]:
-    seconds = run(user_embed("evaluate", "--checkpoint", str(checkpoint), "--data", str(data), "--out", str(out),
-                             "--methods", methods, "--text-max-users", str(text_users), "--no-progress"),
-                    out.parent / f"{out.name}.log")
+def evaluate(checkpoint: Path, data: Path, out: Path, methods: str, text_users: int,
+             reuse: bool = False) -> tuple[dict, list, float | None]:
+    """metrics.json and predictions of `user-embed evaluate` into ``out`` (kept as they are with ``reuse``)."""
+    if reuse and (out / "metrics.json").is_file():
+        seconds = None
+    else:
+        seconds = run(user_embed("evaluate", "--checkpoint", str(checkpoint), "--data", str(data), "--out", str(out),
+                                 "--methods", methods, "--text-max-users", str(text_users), "--no-progress"),
+                      out.parent / f"{out.name}.log")
     metrics = json.loads((out / "metrics.json").read_text())
     predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     return metrics, predictions, seconds
@@ -98,12 +105,17 @@ def measure(args) -> dict:
     seeds = []
     for seed in args.seeds:
         folder = runs / f"seed{seed}"
-        fit_s = run(user_embed("fit", "--config", str(seed_config(base, seed, folder))), folder / "fit.log")
+        config = seed_config(base, seed, folder)
+        fit_s = None
+        if not (args.reuse and (folder / "embedder" / "model.safetensors").is_file()):
+            fit_s = run(user_embed("fit", "--config", str(config)), folder / "fit.log")
         if baseline is None:
             baseline, none_rows, baseline_s = evaluate(folder / "embedder", data, runs / "baselines", "none,text",
-                                                       args.text_max_users)
+                                                       args.text_max_users, args.reuse)
         metrics, rows, evaluate_s = evaluate(folder / "embedder", data, folder / "eval", "soft",
-                                             args.text_max_users)
+                                             args.text_max_users, args.reuse)
+        if "soft" not in metrics["accuracy"]:
+            raise SystemExit(f"{folder / 'eval'}: no soft-prompt accuracy in its metrics.json")
         by_question = {(r["user_id"], r["question"]): r["soft"] for r in rows}
         joined = [dict(r, soft=by_question[(r["user_id"], r["question"])]) for r in none_rows]
         groups = [g for g in GROUPS if g in metrics["accuracy"]["soft"]]
@@ -114,8 +126,8 @@ def measure(args) -> dict:
             entry["free_text"] = {"soft": metrics["free_text"]["accuracy"]["soft"],
                                   "parsed": metrics["free_text"]["parsed"]["soft"]}
         seeds.append(entry)
-        print(f"seed {seed}: soft {metrics['accuracy']['soft']['overall']:.3f} (fit {fit_s:.0f} s, "
-              f"evaluate {evaluate_s:.0f} s)", file=sys.stderr, flush=True)
+        print(f"seed {seed}: soft {metrics['accuracy']['soft']['overall']:.3f} (fit {fit_s} s, "
+              f"evaluate {evaluate_s} s)", file=sys.stderr, flush=True)
     summary = {"soft": {g: summarize([s["accuracy"]["soft"][g] for s in seeds]) for g in GROUPS
                         if all(g in s["accuracy"]["soft"] for s in seeds)},
                "soft-none": {g: summarize([s["paired"]["soft-none"][g]["diff"] for s in seeds]) for g in GROUPS
@@ -176,6 +188,8 @@ def main() -> int:
     parser.add_argument("--text-max-users", type=int, default=30)
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     parser.add_argument("--plot-only", action="store_true")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep a seed's embedder and evaluations already under --runs (their seconds are null)")
     args = parser.parse_args()
     from data_pipelines.io import write_json_atomic
 

@@ -44,6 +44,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="skip the open questions (generated answers, parsed to a label); default: evaluate them "
                         "too when the data has them")
     p.add_argument("--free-text-tokens", type=int, default=12, help="answer length for the open questions")
+    p.add_argument("--free-text-methods", default=None,
+                   help="comma-separated methods for the open questions (default: --methods); generating after "
+                        "hundreds of history tokens makes text/bm25 the slow ones")
     p.add_argument("--text-max-users", type=int, default=None,
                    help="the text baselines (text, bm25: hundreds of prompt tokens per question) answer only the "
                         "questions of this many seeded users; the other methods answer all")
@@ -77,6 +80,11 @@ def main(argv: list[str], command: str = "evaluate") -> int:
     unknown = sorted(set(methods) - set(METHODS))
     if unknown or not methods:
         raise UserError(f"--methods: unknown method(s) {unknown or methods}; choose from {', '.join(METHODS)}")
+    free_methods = [m.strip() for m in (args.free_text_methods or ",".join(methods)).split(",") if m.strip()]
+    if not free_methods or set(free_methods) - set(METHODS):
+        raise UserError(f"--free-text-methods: unknown method(s) {sorted(set(free_methods) - set(METHODS)) or '(none)'}; "
+                        f"choose from {', '.join(METHODS)}")
+    args.free_text_methods = ",".join(free_methods)
     if args.batch_size <= 0:
         raise UserError("--batch-size must be > 0")
     for flag, cap in (("--max-per-task", args.max_per_task), ("--max-users", args.max_users),
@@ -138,7 +146,7 @@ def evaluate_and_report(lm, users, examples: list, methods: list[str], out: Path
                               progress=not args.no_progress, method_users=method_users)
     free_predictions = []
     if open_questions and not args.no_free_text:
-        metrics["free_text"] = evaluate_free_text(lm, users, open_questions, methods, train or [],
+        metrics["free_text"] = evaluate_free_text(lm, users, open_questions, args.free_text_methods.split(","), train or [],
                                                   args.free_text_tokens, args.batch_size, args.history_events,
                                                   method_users)
         free_predictions = metrics["free_text"].pop("predictions")
