@@ -142,3 +142,21 @@ def test_relative_links_point_at_files(path):
         if not target.exists():
             dead.append(link)
     assert not dead, f"{path.relative_to(ROOT)}: dead links {dead}"
+
+
+def test_seeds_table_shows_baselines_once_and_soft_over_seeds(builder):
+    acc = {"sequence_understanding": 0.5, "interest_perception": 0.8, "overall": 0.6}
+    seeds = [{"seed": s, "accuracy": {"soft": {k: v + 0.01 * s for k, v in acc.items()}},
+              "paired": {"soft-none": {k: {"diff": 0.1 + 0.01 * s, "low": 0.01 * s - 0.005, "high": 0.2}
+                                       for k in acc}},
+              "free_text": {"soft": {"overall": 0.4 + 0.02 * s}, "parsed": 1.0}} for s in (0, 1)]
+    data = {"seeds": seeds, "accuracy": {"none": {k: 0.5 for k in acc}, "text": {"overall": 0.55}},
+            "free_text": {"none": {"overall": 0.0}, "majority": {"overall": 0.3}}, "questions": 10,
+            "answered": {"text": 4}, "text_max_users": 2, "split": "test", "config": "configs/quickstart.yaml",
+            "summary": {"soft": {k: {} for k in acc}}, "date": "2026-01-01T00:00:00+00:00", "commit": "abc1234"}
+    text = builder.quickstart_seeds(data)
+    assert "| `soft` (mean ± s.d., 2 seeds) | 0.505 ± 0.007 | 0.805 ± 0.007 | 0.605 ± 0.007 |" in text
+    assert "+0.105 ± 0.007 (1/2)" in text  # only seed 1's interval lies above 0
+    assert "| `none` | 0.500 | 0.500 | 0.500 |" in text and "| `text` | – | – | 0.550 |" in text
+    assert "majority rule" in text and "0.410 ± 0.014" in text and "commit `abc1234`" in text
+    assert builder.quickstart_seeds({}).startswith("No result recorded")

@@ -82,8 +82,8 @@ def main(argv: list[str], command: str = "evaluate") -> int:
         raise UserError(f"--methods: unknown method(s) {unknown or methods}; choose from {', '.join(METHODS)}")
     free_methods = [m.strip() for m in (args.free_text_methods or ",".join(methods)).split(",") if m.strip()]
     if not free_methods or set(free_methods) - set(METHODS):
-        raise UserError(f"--free-text-methods: unknown method(s) {sorted(set(free_methods) - set(METHODS)) or '(none)'}; "
-                        f"choose from {', '.join(METHODS)}")
+        unknown = sorted(set(free_methods) - set(METHODS)) or "(none)"
+        raise UserError(f"--free-text-methods: unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
     args.free_text_methods = ",".join(free_methods)
     if args.batch_size <= 0:
         raise UserError("--batch-size must be > 0")
@@ -146,7 +146,8 @@ def evaluate_and_report(lm, users, examples: list, methods: list[str], out: Path
                               progress=not args.no_progress, method_users=method_users)
     free_predictions = []
     if open_questions and not args.no_free_text:
-        metrics["free_text"] = evaluate_free_text(lm, users, open_questions, args.free_text_methods.split(","), train or [],
+        metrics["free_text"] = evaluate_free_text(lm, users, open_questions, args.free_text_methods.split(","),
+                                                  train or [],
                                                   args.free_text_tokens, args.batch_size, args.history_events,
                                                   method_users)
         free_predictions = metrics["free_text"].pop("predictions")

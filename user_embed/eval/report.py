@@ -83,7 +83,8 @@ def markdown_report(metrics: dict, plots: dict[str, str]) -> str:
     groups = [g for g in (*FAMILY_ORDER, "overall") if any(g in a for a in acc.values())]
     answered = metrics.get("answered", {})
     lines = ["# UserQA evaluation", "",
-             f"{metrics['questions']} questions (split `{metrics.get('split', '?')}`); LLM `{metrics.get('llm', '?')}`; "
+             f"{metrics['questions']} questions (split `{metrics.get('split', '?')}`); "
+             f"LLM `{metrics.get('llm', '?')}`; "
              f"embedder `{metrics.get('checkpoint', '?')}`.",
              "Each method picks the option with the highest likelihood under the same frozen LLM.", "",
              "| method | " + " | ".join(groups) + " | questions | prompt tokens | seconds |",
@@ -105,15 +106,16 @@ def markdown_report(metrics: dict, plots: dict[str, str]) -> str:
         lines += ["", "## Free-text answers (open questions)", "",
                   f"{free['questions']} open questions, answered by greedy generation; the answer's label is the "
                   "candidate the text names first (majority: the task's most frequent training answer).", "",
-                  "| method | " + " | ".join(groups) + " | questions | names a label |", "|---|" + "---|" * (len(groups) + 2)]
+                  "| method | " + " | ".join(groups) + " | questions | names a label |",
+                  "|---|" + "---|" * (len(groups) + 2)]
         for m, a in free["accuracy"].items():
             parsed = f"{free['parsed'][m]:.2f}" if m in free["parsed"] else ""
             lines.append(f"| {m} | " + " | ".join(f"{a.get(g, float('nan')):.3f}" for g in groups)
                          + f" | {free['answered'].get(m, free['questions'])} | {parsed} |")
         open_tasks = sorted({k for a in free["accuracy"].values() for k in a if k.startswith("task/")})
         lines += ["", "| task | " + " | ".join(free["accuracy"]) + " |", "|---|" + "---|" * len(free["accuracy"])]
-        lines += [f"| {t[5:]} | " + " | ".join(f"{a.get(t, float('nan')):.3f}" for a in free["accuracy"].values()) + " |"
-                  for t in open_tasks]
+        lines += [f"| {t[5:]} | " + " | ".join(f"{a.get(t, float('nan')):.3f}" for a in free["accuracy"].values())
+                  + " |" for t in open_tasks]
     findings = metrics.get("findings", [])
     if findings:
         lines += ["", "## Findings", ""] + [f"- {f}" for f in findings]

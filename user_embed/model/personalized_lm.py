@@ -193,7 +193,8 @@ class PersonalizedLM(nn.Module):
         dtype = next(self.embedder.parameters()).dtype  # the embedder keeps its own dtype (float32)
         question, words = None, {}
         if self.embedder.adapter_config.instruction_aware:
-            question = mean_question_embedding(embedding, prompt.question_ids, prompt.question_mask).to(dtype)  # (B, d_llm)
+            question = mean_question_embedding(embedding, prompt.question_ids, prompt.question_mask)  # (B, d_llm)
+            question = question.to(dtype)
         if self.embedder.adapter_config.question_tokens:  # (B, Tq, d_llm) token embeddings + (B, Tq) mask
             words = {"question_tokens": embedding(prompt.question_ids).to(dtype), "question_mask": prompt.question_mask}
         if self.embedder.category_pointer is not None:  # the pointer reads the category names in the question
@@ -317,7 +318,8 @@ class PersonalizedLM(nn.Module):
         scores: list[list[float]] = []
         for start in range(0, len(examples), _positive(batch_size)):
             chunk = examples[start:start + batch_size]
-            part, _ = self.option_scores(self.batch(users, chunk), method, contexts[start:start + batch_size] if contexts else None)
+            context = contexts[start:start + batch_size] if contexts else None
+            part, _ = self.option_scores(self.batch(users, chunk), method, context)
             scores += part
         return scores
 
