@@ -166,7 +166,9 @@ def plot(result: dict, png: Path) -> Path:
     x = np.arange(len(groups))
     fig, ax = plt.subplots(figsize=(7, 3.8))
     for i, method in enumerate(("none", "text")):
-        ax.bar(x + (i - 1) * 0.27, [result["accuracy"][method].get(g, np.nan) for g in groups], 0.27, label=method)
+        asked = result.get("answered", {}).get(method, result.get("questions"))
+        ax.bar(x + (i - 1) * 0.27, [result["accuracy"][method].get(g, np.nan) for g in groups], 0.27,
+               label=f"{method} ({asked} questions)")
     mean = [result["summary"]["soft"][g]["mean"] for g in groups]
     std = [result["summary"]["soft"][g]["std"] for g in groups]
     ax.bar(x + 0.27, mean, 0.27, yerr=std, capsize=3, label=f"soft (mean ± s.d., {len(result['seeds'])} seeds)")
