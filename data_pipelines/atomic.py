@@ -10,6 +10,7 @@ imports nothing from the project. Standard library only.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,3 +73,18 @@ def atomic_file(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_folder(path.parent)
+
+
+def replace_path(source: Path, target: Path) -> None:
+    """Move ``source`` to ``target`` in one rename; an existing ``target`` (file or folder) is moved aside
+    first and removed after, so a reader sees the old entry or the new one, never neither."""
+    if not target.exists() and not target.is_symlink():
+        os.replace(source, target)
+        return
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    os.replace(target, old)
+    os.replace(source, target)
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.unlink(missing_ok=True)

@@ -15,7 +15,6 @@ Importing this module is cheap (standard library only; polars is imported on use
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -23,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from data_pipelines.atomic import atomic_file, current_umask, fsync_folder
+from data_pipelines.atomic import atomic_file, current_umask, fsync_folder, replace_path
 
 __all__ = ["atomic_directory", "atomic_file", "current_umask", "write_json_atomic", "write_jsonl_atomic",
            "write_parquet_atomic", "write_tables", "write_text_atomic"]
@@ -78,12 +77,7 @@ def atomic_directory(final: str | Path, overwrite: bool = True) -> Iterator[Path
         if final.exists():
             if not overwrite:
                 raise FileExistsError(f"{final}: already exists")
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        replace_path(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

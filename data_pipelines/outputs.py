@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from data_pipelines.atomic import atomic_file, current_umask, fsync_folder
+from data_pipelines.atomic import atomic_file, current_umask, fsync_folder, replace_path
 from data_pipelines.errors import UserError
 
 MARKER_NAME = ".user_embed-output.json"
@@ -191,13 +191,7 @@ def _remove(path: Path) -> None:
 
 def _replace_entry(source: Path, target: Path) -> None:
     """Move ``source`` to ``target``; an existing ``target`` (file or folder) is replaced."""
-    if target.is_dir() and not target.is_symlink():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(source, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(source, target)
+    replace_path(source, target)
 
 
 def _merge(tmp: Path, final: Path, owned: frozenset[str], written: list[str]) -> None:

@@ -80,7 +80,7 @@ class UserEmbedModule(L.LightningModule):
             raise ConfigError("optim.alignment_steps > 0 needs multiple-choice training questions (options that "
                               "hold the answer); these questions have none: set optim.alignment_steps: 0")
 
-    def build(self, spec, text_dim: int | None = None, embedder: UserEmbedder | None = None) -> "UserEmbedModule":
+    def build(self, spec, text_dim: int | None = None, embedder: UserEmbedder | None = None) -> UserEmbedModule:
         """The inference model (a new embedder for ``spec``, or ``embedder``) and the contrastive heads."""
         if embedder is None:
             self.model = PersonalizedLM.build(self.source_configs, self.adapter_config, spec, self.llm_config)
