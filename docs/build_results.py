@@ -533,9 +533,40 @@ def quickstart_seeds(data: dict) -> str:
     return "\n".join(lines)
 
 
+LAMP3_ROWS = (("global_mean", "global mean rule"), ("item_mean", "item mean rule"), ("user_mean", "user mean rule"),
+              ("svd", "SVD (scikit-surprise)"), ("none", "`none`"), ("text", "`text` (10 recent ratings)"),
+              ("bm25", "`bm25` (10 best-matching ratings)"))
+
+
+def lamp3_movielens(data: dict) -> str:
+    """LaMP-3 on MovieLens (benchmarks/lamp3_movielens.py): rules, SVD, LLM baselines and soft over seeds."""
+    seeds = data.get("seeds") or []
+    if not seeds:
+        return missing("lamp3_movielens.json")
+    n = len(seeds)
+    lines = [f"`{data.get('config', '?')}` trained with {n} seeds ({', '.join(str(s['seed']) for s in seeds)}), "
+             f"{data.get('questions', '?')} `{data.get('split', 'test')}` questions; LLM ratings decoded as the "
+             f"{data.get('decoding', '?')} of the option distribution, rules rounded to the nearest label. "
+             f"{provenance(data.get('machine'), data.get('date'), data.get('commit'))}.", ""]
+    rows = [[name, f"{data['mae'][key]:.3f}", f"{data['rmse'][key]:.3f}", "–"]
+            for key, name in LAMP3_ROWS if key in data.get("mae", {})]
+    for key, name in (("soft_argmax", "`soft`, argmax decoding"), ("soft", "`soft`")):
+        cells = [s["mae"][key] for s in seeds if key in s["mae"]]
+        if not cells:
+            continue
+        beat = sum(s["paired"]["soft-user_mean"]["high"] < 0 for s in seeds) if key == "soft" else None
+        rows.append([f"{name} (mean ± s.d., {n} seeds)", stat(cells),
+                     stat([s["rmse"][key] for s in seeds if key in s["rmse"]]),
+                     "–" if beat is None else f"{stat([s['paired']['soft-user_mean']['diff'] for s in seeds], signed=True)}"
+                                              f" ({beat}/{n})"])
+    lines += table(["method", "MAE", "RMSE", "soft − user mean MAE (seeds whose interval is below 0)"], rows,
+                   "lrrr")
+    return "\n".join(lines)
+
+
 def load_benchmarks(folder: Path) -> dict[str, dict]:
     out = {}
-    for name in ("encoders", "generation", "pipeline", "quickstart_seeds"):
+    for name in ("encoders", "generation", "pipeline", "quickstart_seeds", "lamp3_movielens"):
         path = folder / f"{name}.json"
         out[name] = json.loads(path.read_text()) if path.is_file() else {}
     return out
@@ -545,12 +576,14 @@ def benchmark_sections(benches: dict[str, dict]) -> dict[str, str]:
     """Marker name → generated Markdown, in the order docs/results.md shows them."""
     encoders = benches.get("encoders", {})
     return {"quickstart-seeds": quickstart_seeds(benches.get("quickstart_seeds", {})),
+            "lamp3-movielens": lamp3_movielens(benches.get("lamp3_movielens", {})),
             "pipeline": pipeline(benches.get("pipeline", {})), "generation": generation(benches.get("generation", {})),
             "encoders-speed": encoders_speed(encoders), "encoders-compare": encoders_compare(encoders),
             "encoders-userqa": encoders_userqa(encoders), "encoders-scaling": encoders_scaling(encoders)}
 
 
 TITLES = {"quickstart-seeds": "The main job over seeds (`benchmarks/quickstart_seeds.py`)",
+          "lamp3-movielens": "LaMP-3 on MovieLens-100k (`benchmarks/lamp3_movielens.py`)",
           "pipeline": "Data pipeline vs pandas (`benchmarks/pipeline.py`)",
           "generation": "Generation speed (`benchmarks/generation.py`)",
           "encoders-speed": "Sequence encoder speed and memory (`benchmarks/encoders.py speed`)",

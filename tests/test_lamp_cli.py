@@ -98,6 +98,14 @@ def test_lamp3_end_to_end_official_metrics_and_submissions(lamp_files, tmp_path,
                  "--preds", str(out / "soft_preds.json")]) == 0
     scored = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert scored["mae"] == pytest.approx(lamp["soft"]["mae"]) and scored["rmse"] == pytest.approx(lamp["soft"]["rmse"])
+    assert lamp["decoding"] == "median" and "median of the option scores" in (out / "report.md").read_text()
+    # the mean of the option distribution: a real-valued rating, scored as LaMP scores any number
+    mean_out = tmp_path / "eval_mean"
+    assert main(["evaluate", "--benchmark", "lamp", "--checkpoint", str(embedder), "--data", str(data),
+                 "--methods", "none", "--rating-decoding", "mean", "--out", str(mean_out), "--no-progress"]) == 0
+    ratings = [float(g["output"]) for g in json.loads((mean_out / "none_preds.json").read_text())["golds"]]
+    assert all(1.0 <= r <= 5.0 for r in ratings) and any(r != round(r) for r in ratings)
+    assert json.loads((mean_out / "metrics.json").read_text())["lamp"]["decoding"] == "mean"
 
 
 def test_evaluate_lamp_refuses_userqa_data_and_generation_tasks(tmp_path, tiny_llm_dir, tiny_data_dir, capsys):

@@ -50,6 +50,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--text-max-users", type=int, default=None,
                    help="the text baselines (text, bm25: hundreds of prompt tokens per question) answer only the "
                         "questions of this many seeded users; the other methods answer all")
+    p.add_argument("--rating-decoding", default="median", choices=["argmax", "median", "mean"],
+                   help="LaMP-3: the rating read off the option scores — the most likely label, or the median "
+                        "(MAE-optimal) or mean (RMSE-optimal) of their distribution (default median)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--history-events", type=int, default=50, help="events written out by the text baseline")
     p.add_argument("--logs", default=None, help="Lightning metrics.csv for the loss plot")
@@ -129,7 +132,7 @@ def evaluate_and_report(lm, users, examples: list, methods: list[str], out: Path
     """UserQA metrics of every method — multiple choice, and free text on the open questions — written with
     predictions, plots and a report into ``out`` (atomically)."""
     from data_pipelines.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
-    from data_pipelines.lamp import write_lamp_submission
+    from data_pipelines.lamp import resolve_task, write_lamp_submission
     from user_embed.eval.free_text import evaluate_free_text
     from user_embed.eval.report import findings, markdown_report, plot_accuracy, plot_embeddings, plot_losses
     from user_embed.eval.userqa import evaluate_userqa
@@ -142,8 +145,14 @@ def evaluate_and_report(lm, users, examples: list, methods: list[str], out: Path
     if args.text_max_users:
         chosen = set(seeded_users(examples, args.text_max_users, args.seed))
         method_users = {m: chosen for m in methods if m in ("text", "bm25")}
+    decode = None
+    if lamp_task and resolve_task(lamp_task).kind == "regression":
+        from user_embed.eval.ratings import decode_ratings
+
+        def decode(scores, options):
+            return decode_ratings(scores, options, args.rating_decoding)
     metrics = evaluate_userqa(lm, users, examples, methods, args.history_events, args.batch_size,
-                              progress=not args.no_progress, method_users=method_users)
+                              progress=not args.no_progress, method_users=method_users, decode=decode)
     free_predictions = []
     if open_questions and not args.no_free_text:
         metrics["free_text"] = evaluate_free_text(lm, users, open_questions, args.free_text_methods.split(","),
@@ -157,6 +166,8 @@ def evaluate_and_report(lm, users, examples: list, methods: list[str], out: Path
     metrics["findings"] = findings(metrics)
     if lamp_task:
         metrics["lamp"] = {"task": lamp_task, **lamp_scores(lamp_task, predictions, methods)}
+        if decode is not None:
+            metrics["lamp"]["decoding"] = args.rating_decoding
     checkpoint = Path(args.checkpoint)
     with output_folder(args, out) as tmp:  # the report folder appears complete or not at all
         plots = {"accuracy": plot_accuracy(metrics["accuracy"], tmp / "accuracy_by_family.png", metrics["chance"])}
@@ -248,6 +259,8 @@ def lamp_report(scores: dict, methods: list[str]) -> str:
     lines = [f"\n## {scores['task']} (official LaMP metrics)\n", "| method | " + " | ".join(keys) + " |",
              "|---|" + "---|" * len(keys)]
     lines += [f"| {m} | " + " | ".join(f"{scores[m][k]:.4f}" for k in keys) + " |" for m in methods]
+    if "decoding" in scores:
+        lines.append(f"\nRatings decoded as the {scores['decoding']} of the option scores (`--rating-decoding`).")
     return "\n".join(lines) + "\n"
 
 

@@ -67,6 +67,12 @@ def rating_metrics(preds: list[str], golds: list[str]) -> dict[str, float]:
     }
 
 
+def absolute_errors(preds: list[str], golds: list[str]) -> list[float]:
+    """Per-question absolute error of each rating prediction, read as :func:`rating_metrics` reads it."""
+    gold_values = [float(str(g).strip()) for g in golds]
+    return [abs(_rating(str(p).strip(), g) - g) for p, g in zip(preds, gold_values)]
+
+
 def rouge_metrics(preds: list[str], golds: list[str], seed: int = ROUGE_SEED) -> dict[str, float]:
     """ROUGE-1 / ROUGE-L mid F-measure, as ``evaluate``'s rouge with its defaults."""
     from rouge_score import rouge_scorer, scoring

@@ -18,10 +18,17 @@ def cluster_bootstrap_diff(users: list[str], hits_a: list[bool], hits_b: list[bo
 
     Returns ``{"diff", "low", "high", "questions", "users"}``; the interval is ``level`` wide.
     """
-    if not (len(users) == len(hits_a) == len(hits_b)) or not users:
-        raise ValueError("users, hits_a and hits_b must be non-empty and aligned")
+    return cluster_bootstrap_mean_diff(users, hits_a, hits_b, reps, seed, level)
+
+
+def cluster_bootstrap_mean_diff(users: list[str], values_a: list[float], values_b: list[float], reps: int = 2000,
+                                seed: int = 0, level: float = 0.95) -> dict[str, float]:
+    """Mean of A minus mean of B over aligned per-question values (hits, absolute errors …), with a percentile
+    interval from resampling users. Returns ``{"diff", "low", "high", "questions", "users"}``."""
+    if not (len(users) == len(values_a) == len(values_b)) or not users:
+        raise ValueError("users and both value lists must be non-empty and aligned")
     ids, cluster = np.unique(np.asarray(users), return_inverse=True)  # (Q,) user index per question
-    delta = np.asarray(hits_a, dtype=float) - np.asarray(hits_b, dtype=float)  # (Q,)
+    delta = np.asarray(values_a, dtype=float) - np.asarray(values_b, dtype=float)  # (Q,)
     sums = np.bincount(cluster, weights=delta, minlength=len(ids))  # (U,) per-user sum of differences
     counts = np.bincount(cluster, minlength=len(ids)).astype(float)  # (U,) questions per user
     rng = np.random.default_rng(seed)

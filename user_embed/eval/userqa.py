@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import torch
 from tqdm.auto import tqdm
 
 from user_embed.data.collate import Example
 from user_embed.errors import UserError
+from user_embed.llm.scoring import pick
 from user_embed.model import METHODS
 
 DEFAULT_METHODS = ("none", "text", "soft")
@@ -43,8 +45,8 @@ def context_batches(contexts: list[str], batch_size: int) -> list[list[int]]:
 
 @torch.no_grad()
 def evaluate_userqa(lm, users, examples: list[Example], methods=DEFAULT_METHODS, history_events: int = 50,
-                    batch_size: int = 16, progress: bool = True, method_users: dict[str, set[str]] | None = None
-                    ) -> dict:
+                    batch_size: int = 16, progress: bool = True, method_users: dict[str, set[str]] | None = None,
+                    decode: Callable[[list[list[float]], list[list[str]]], list[str]] | None = None) -> dict:
     """Run each method over ``examples`` with ``lm`` (a PersonalizedLM) on ``users`` (a UserStore); return
     {"accuracy", "prompt_tokens", "seconds", "questions", "answered", "predictions", "chance", "paired"}
     (predictions: one row per question; a method's entry is None where it did not answer).
@@ -52,7 +54,10 @@ def evaluate_userqa(lm, users, examples: list[Example], methods=DEFAULT_METHODS,
     ``method_users`` limits a method to the questions of some users (e.g. the slow text baseline on a seeded
     subset); its accuracy is over those questions, and each paired difference over the questions both methods
     answered. The text methods batch one user's questions together, so their shared history prefix runs once.
+    ``decode`` turns a batch's option scores (and options) into answers; default: the most likely option
+    (e.g. :func:`user_embed.eval.ratings.decode_ratings` reads a rating as the median of the distribution).
     """
+
     if not examples:
         raise UserError("no questions to evaluate")
     if any(not ex.options for ex in examples):
@@ -79,8 +84,9 @@ def evaluate_userqa(lm, users, examples: list[Example], methods=DEFAULT_METHODS,
         tokens = 0.0
         for idx in tqdm(batches, desc=f"evaluate {method}", disable=not progress, leave=False):
             batch = lm.batch(users, [asked[i] for i in idx])
-            preds, mean_tokens = lm.answer_choices(batch, method=method,
+            scores, mean_tokens = lm.option_scores(batch, method=method,
                                                    contexts=[contexts[i] for i in idx] if contexts else None)
+            preds = (decode or pick)(scores, [ex.options for ex in batch.examples])
             for i, pred in zip(idx, preds):
                 answers[i] = pred
             tokens += mean_tokens * len(idx)
