@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("user_embed.commands.generate", "personalized answers (HF or vLLM backend)"),
     "score": ("user_embed.commands.score", "score a prediction file the official LaMP / UQABench way"),
     "pretrain": ("user_embed.commands.pretrain", "pre-train a sequence encoder on next-item prediction"),
+    "serve": ("user_embed.commands.serve", "OpenAI-compatible HTTP server of personalized answers"),
 }
 
 

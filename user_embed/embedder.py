@@ -86,15 +86,17 @@ class UserEmbedder(nn.Module):
 
     def forward(self, inputs: SourceInputs, question: torch.Tensor | None = None,
                 question_tokens: torch.Tensor | None = None, question_mask: torch.Tensor | None = None,
-                question_texts: list[str] | None = None) -> AdapterOutput:
+                question_texts: list[str] | None = None, encoded: dict | None = None) -> AdapterOutput:
         """inputs: the batch's histories/profiles; question: (B, d_llm) mean question embedding or None;
         question_tokens: (B, Tq, d_llm) question token embeddings with mask (B, Tq) (``question_tokens`` adapters);
-        question_texts: the questions as text, whose category names the category pointer reads."""
+        question_texts: the questions as text, whose category names the category pointer reads;
+        encoded: :meth:`encode` of these inputs when already computed (e.g. cached per user)."""
         pointer = None
         if self.category_pointer is not None:
             mentions = self.mentions(question_texts) if question_texts is not None else None  # (B, M)
             pointer = self.category_pointer(inputs, mentions)
-        out = self.adapter(self._encode(inputs), question, question_tokens, question_mask, pointer)
+        sources = encoded if encoded is not None else self._encode(inputs)
+        out = self.adapter(sources, question, question_tokens, question_mask, pointer)
         if self.named_categories is not None:  # (B, K, d_llm) + (B, N, d_llm) → (B, K + N, d_llm)
             out.soft_prompt = torch.cat([out.soft_prompt, self.named_categories(inputs)], 1)
         return out
@@ -133,6 +135,10 @@ class UserEmbedder(nn.Module):
             chunks.append(self.user_vectors(collator(chunk).inputs.to(device)).float().cpu())  # (b, user_dim)
         self.train(was_training)
         return torch.cat(chunks) if chunks else torch.zeros(0, self.adapter_config.user_dim)
+
+    def encode(self, inputs: SourceInputs) -> dict:
+        """The question-independent part: each source's encoder output {name: EncoderOutput (B, n_s, d_s)}."""
+        return self._encode(inputs)
 
     def _encode(self, inputs: SourceInputs) -> dict:
         return {s.name: self.encoders[s.name](inputs.tail(s.max_len)) for s in self.source_configs}

@@ -186,9 +186,10 @@ class PersonalizedLM(nn.Module):
         out = self.embedder_output(batch, prompt)  # soft_prompt: (B, K, d_llm)
         return splice_soft_prompt(embeds, prompt.soft_mask, out.soft_prompt), out
 
-    def embedder_output(self, batch: UserBatch, prompt: PromptBatch):
+    def embedder_output(self, batch: UserBatch, prompt: PromptBatch, encoded: dict | None = None):
         """The embedder's output for a batch (soft prompt (B, K, d_llm), pooled user vector); the prompt gives
-        the question tokens that an instruction-aware adapter reads. No LLM forward pass."""
+        the question tokens that an instruction-aware adapter reads; ``encoded``: the batch's
+        ``embedder.encode(batch.inputs)`` when already computed. No LLM forward pass."""
         embedding = self.llm.get_input_embeddings()
         dtype = next(self.embedder.parameters()).dtype  # the embedder keeps its own dtype (float32)
         question, words = None, {}
@@ -199,7 +200,7 @@ class PersonalizedLM(nn.Module):
             words = {"question_tokens": embedding(prompt.question_ids).to(dtype), "question_mask": prompt.question_mask}
         if self.embedder.category_pointer is not None:  # the pointer reads the category names in the question
             words["question_texts"] = [ex.question for ex in batch.examples]
-        return self.embedder(batch.inputs, question, **words)  # soft_prompt: (B, K, d_llm)
+        return self.embedder(batch.inputs, question, encoded=encoded, **words)  # soft_prompt: (B, K, d_llm)
 
     def loss(self, batch: UserBatch, contrastive: ContrastiveLoss | None = None, contrastive_weight: float = 0.0,
              option_alignment_weight: float = 0.0, option_alignment_scale: float = 10.0,
