@@ -2,8 +2,9 @@
 
 One JSON line per accepted request — ``{"user_id", "received_at", "events": [...]}`` — written in one
 ``write`` and ``fsync``'d (file, and the folder when the file is new) before the request is acknowledged.
-A request is therefore all-or-nothing: a server killed mid-append leaves at most a torn last line, which
-was never acknowledged; reading skips it (and warns), and the next append starts on a fresh line. Nothing
+A request is therefore all-or-nothing: a server killed mid-append leaves at most a torn line, which was
+never acknowledged; reading skips any line that is not JSON (and warns), and the next append starts on a
+fresh line. Nothing
 ever rewrites or truncates the log or the data folder's own files.
 """
 
@@ -41,18 +42,15 @@ class EventLog:
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
-            last = number == len(lines)  # no newline after it: the append did not finish
             try:
                 record = json.loads(line)
-                if not isinstance(record, dict) or not isinstance(record.get("events"), list):
-                    raise ValueError("not an event record")
-            except ValueError as exc:
-                if last:
-                    self.torn_lines += 1
-                    log.warning("%s: skipping a torn last line (an append that was never acknowledged)", self.path)
-                    continue
-                raise UserError(f"{self.path}: line {number} is not an event record ({exc}); the log was "
-                                "changed by hand: fix or move that line") from exc
+            except ValueError:  # only ever a torn write: complete lines are fsync'd before the acknowledgement
+                self.torn_lines += 1
+                log.warning("%s: line %d skipped: a torn append that was never acknowledged", self.path, number)
+                continue
+            if not isinstance(record, dict) or not isinstance(record.get("events"), list) or "user_id" not in record:
+                raise UserError(f"{self.path}: line {number} is JSON but not an event record (user_id, events); "
+                                "the log was changed by hand: fix or move that line")
             records.append(record)
         return records
 
