@@ -23,6 +23,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import socket
 import statistics
 import subprocess
@@ -54,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def embedder_dir(args: argparse.Namespace, scratch: Path) -> tuple[Path, str]:
     """The trained embedder, or an untrained one built for the real LLM and data; and which it is."""
     if Path(args.checkpoint).is_dir():
-        return Path(args.checkpoint), f"trained ({args.checkpoint})"
+        return Path(args.checkpoint), f"trained ({shown(args.checkpoint)})"
     import torch
 
     from user_embed.config import AdapterConfig, LLMConfig, SourceConfig
@@ -73,7 +74,7 @@ def embedder_dir(args: argparse.Namespace, scratch: Path) -> tuple[Path, str]:
     lm = PersonalizedLM.build(sources, adapter, spec, LLMConfig())
     path = lm.embedder.save_pretrained(scratch / "embedder")
     return path, ("untrained (PersonalizedLM.build: sequence + tabular + category_stats sources, K=8 resampler; "
-                  f"{args.checkpoint} does not exist)")
+                  f"{shown(args.checkpoint)} does not exist)")
 
 
 def pick_requests(data: Path, count: int) -> list[tuple[str, str]]:
@@ -182,9 +183,18 @@ def prompt_tokens(url: str, requests: list[tuple[str, str]]) -> dict:
         counts = []
         for user, question in requests[:4]:
             body = {"model": model, "user": user, "max_tokens": 1, "messages": [{"role": "user", "content": question}]}
-            counts.append(httpx.post(f"{url}/v1/chat/completions", json=body, timeout=600).json()["usage"]["prompt_tokens"])
+            reply = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=600).json()
+            counts.append(reply["usage"]["prompt_tokens"])
         out[method] = round(sum(counts) / len(counts), 1)
     return out
+
+
+def shown(path: str | Path) -> str:
+    """A path relative to the checkout when inside it (the JSON names no machine paths)."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return Path(path).name
 
 
 def commit() -> str:
@@ -219,6 +229,7 @@ def plot(report: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the server subprocess too
     data = Path(args.data)
     if not (data / "qa.parquet").is_file():
         print(f"benchmarks/serve.py: {data} has no qa.parquet; run `make demo` or `user-embed prepare "
@@ -249,8 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                     result = asyncio.run(run_level(url, model, requests, concurrency, args.max_tokens,
                                                    args.level_timeout))
                     levels[str(concurrency)][method] = result
-                    print(f"c={concurrency} {method}: {json.dumps({k: result[k] for k in ('p50_ttft_s', 'p95_latency_s', 'output_tokens_per_s', 'errors')})}",
-                          file=sys.stderr)
+                    shown_keys = ("p50_ttft_s", "p95_latency_s", "output_tokens_per_s", "errors")
+                    print(f"c={concurrency} {method}: {json.dumps({k: result[k] for k in shown_keys})}", file=sys.stderr)
             import httpx
 
             server_metrics = httpx.get(f"{url}/metrics?format=json", timeout=30).json()
@@ -269,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "commit": commit(),
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
         "config": {"backend": args.backend, "embedder": which, "llm": "SmolLM2-135M-Instruct (offline default)",
-                   "data": str(args.data), "requests_per_level": args.requests, "max_tokens": args.max_tokens,
+                   "data": shown(args.data), "requests_per_level": args.requests, "max_tokens": args.max_tokens,
                    "temperature": 0, "stream": True, "max_batch_size": args.max_batch_size,
                    "server_threads": args.threads, "text_history_events": 50,
                    "level_timeout_s": args.level_timeout, "server_startup_s": round(startup, 1)},

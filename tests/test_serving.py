@@ -196,3 +196,34 @@ def test_a_torn_last_line_is_skipped_and_the_next_append_starts_a_fresh_line(lm,
         assert ok.status_code == 201 and ok.json()["live_events"] == 2
     with serve(lm, data_dir) as server:
         assert [e["timestamp"] for e in server.server.config.app.state.server.users.live["u1"]] == [5, 7]
+
+
+@pytest.mark.slow
+def test_serving_the_real_offline_models(tmp_path, real_ml100k):
+    """SmolLM2-135M-Instruct and MovieLens-100k (an untrained embedder for that pair): the openai client's
+    streamed answer for user 196 equals generate, and a posted rating changes the user's vector."""
+    from data_pipelines.prepare import prepare_movielens_100k
+    from user_embed import SamplingConfig
+    from user_embed.config import AdapterConfig, LLMConfig, SourceConfig
+    from user_embed.data.spec import DataSpec
+    from user_embed.model import PersonalizedLM
+    from user_embed.store import UserStore
+
+    data = prepare_movielens_100k(tmp_path / "ml-100k", source=real_ml100k, build_qa=False,
+                                  report_to=lambda *a, **k: None)
+    store = UserStore.from_folder(data)
+    torch.manual_seed(0)
+    lm = PersonalizedLM.build([SourceConfig(kind="sequence", name="ratings"), SourceConfig(kind="tabular", dim=64)],
+                              AdapterConfig(num_tokens=4), DataSpec.from_tables(store.events, store.items,
+                                                                                store.users), LLMConfig()).eval()
+    question = "Which genre should I watch tonight?"
+    want = lm.generate(store, ["196"], [question], sampling=SamplingConfig(max_new_tokens=12))[0]
+    with serve(lm, data) as server:
+        chunks = client(server).chat.completions.create(model="user-embed", user="196", max_tokens=12, stream=True,
+                                                        messages=[{"role": "user", "content": question}])
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == want
+        before = httpx.get(f"{server.url}/v1/users/196/embedding").json()["embedding"]
+        item = store.items["item_id"][0]
+        assert httpx.post(f"{server.url}/v1/users/196/events", timeout=60, json={
+            "events": [{"timestamp": 900_000_000, "item_id": item, "source": "rating", "value": 1}]}).status_code == 201
+        assert httpx.get(f"{server.url}/v1/users/196/embedding").json()["embedding"] != before

@@ -14,7 +14,8 @@ from serving_helpers import ServerThread
 from test_generate import build_tiny_embedder, build_varied_llm
 
 KEY = "test-key-123"
-GOOD = {"model": "user-embed", "user": "u0", "max_tokens": 3, "messages": [{"role": "user", "content": "which genre ?"}]}
+GOOD = {"model": "user-embed", "user": "u0", "max_tokens": 3,
+        "messages": [{"role": "user", "content": "which genre ?"}]}
 
 
 @pytest.fixture(scope="module")

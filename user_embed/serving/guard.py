@@ -2,7 +2,8 @@
 
 :class:`Guard` is a plain ASGI middleware: it checks the key first (every path but ``/health``; 401),
 then reads a request body up to ``max_body_bytes`` (a larger ``Content-Length`` or a longer chunked body
-gets a 413 at once, before any parsing) and times every response into :class:`~user_embed.serving.metrics.Metrics`, streams included (until their last byte).
+gets a 413 at once, before any parsing) and times every response into
+:class:`~user_embed.serving.metrics.Metrics`, streams included (until their last byte).
 """
 
 from __future__ import annotations

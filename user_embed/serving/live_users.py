@@ -76,7 +76,8 @@ class LiveUsers:
         if not user_id.strip():
             return "user is empty"
         if user_id not in self._known:
-            return f"unknown user '{user_id}' (not in the users or events of {self.store.origin}, nor in the live events)"
+            return (f"unknown user '{user_id}' (not in the users or events of {self.store.origin}, "
+                    "nor in the live events)")
         return None
 
     def version(self, user_id: str) -> int:

@@ -9,6 +9,7 @@ a random one.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import secrets
@@ -56,8 +57,6 @@ def chat_router(state) -> APIRouter:
 
     @router.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest):
-        import asyncio
-
         method = personalization(body)
         if method != "none":
             if not body.user:

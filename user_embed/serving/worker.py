@@ -136,7 +136,8 @@ class ModelWorker:
         lm = self.lm
         context = None
         if job.method == "text":
-            context = self.users.history_writer(self.settings.history_events)(Example(job.user_id, job.question, "", []))
+            writer = self.users.history_writer(self.settings.history_events)
+            context = writer(Example(job.user_id, job.question, "", []))
         prompt = lm.prompts.build(job.question, num_soft=lm.num_tokens if job.method == "soft" else 0, context=context)
         if len(prompt.ids) + job.sampling.max_new_tokens > lm.max_positions:
             raise APIError(422, f"messages: the prompt is {len(prompt.ids)} tokens and max_tokens "
