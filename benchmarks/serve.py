@@ -261,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
                                                    args.level_timeout))
                     levels[str(concurrency)][method] = result
                     shown_keys = ("p50_ttft_s", "p95_latency_s", "output_tokens_per_s", "errors")
-                    print(f"c={concurrency} {method}: {json.dumps({k: result[k] for k in shown_keys})}", file=sys.stderr)
+                    summary = json.dumps({k: result[k] for k in shown_keys})
+                    print(f"c={concurrency} {method}: {summary}", file=sys.stderr)
             import httpx
 
             server_metrics = httpx.get(f"{url}/metrics?format=json", timeout=30).json()
