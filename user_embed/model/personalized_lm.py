@@ -200,7 +200,9 @@ class PersonalizedLM(nn.Module):
             words = {"question_tokens": embedding(prompt.question_ids).to(dtype), "question_mask": prompt.question_mask}
         if self.embedder.category_pointer is not None:  # the pointer reads the category names in the question
             words["question_texts"] = [ex.question for ex in batch.examples]
-        return self.embedder(batch.inputs, question, encoded=encoded, **words)  # soft_prompt: (B, K, d_llm)
+        if encoded is not None:
+            words["encoded"] = encoded
+        return self.embedder(batch.inputs, question, **words)  # soft_prompt: (B, K, d_llm)
 
     def loss(self, batch: UserBatch, contrastive: ContrastiveLoss | None = None, contrastive_weight: float = 0.0,
              option_alignment_weight: float = 0.0, option_alignment_scale: float = 10.0,
