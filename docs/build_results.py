@@ -4,13 +4,14 @@
     .venv/bin/python docs/build_results.py --check   # exit 1 if any of them differs from what is committed
 
 Inputs: ``docs/results/*.json`` (one record per evaluation run, written by ``docs/record_result.py``) and
-``benchmarks/results/{encoders,generation,pipeline}.json`` (written by the scripts in ``benchmarks/``).
+``benchmarks/results/*.json`` (written by the scripts in ``benchmarks/``).
 Outputs:
 
 * ``docs/results.md`` — generated whole: every run group (accuracy per method and family, per task,
   soft − baseline with its 95 % user-bootstrap interval), then the benchmark tables;
 * ``README.md`` — the headline table between ``<!-- results:start -->`` and ``<!-- results:end -->``;
-* ``benchmarks/README.md`` — each benchmark table between ``<!-- <name>:start -->`` and ``<!-- <name>:end -->``.
+* ``benchmarks/README.md`` — each benchmark table between ``<!-- <name>:start -->`` and ``<!-- <name>:end -->``;
+* ``docs/serving.md`` — the load test's table between ``<!-- serve:start -->`` and ``<!-- serve:end -->``.
 
 Runs that share a ``group`` (e.g. seeds of one config) are reported as mean ± sample standard deviation
 over the runs. The headline group is the most recent group with a record marked ``"headline": true``, else
@@ -564,9 +565,37 @@ def lamp3_movielens(data: dict) -> str:
     return "\n".join(lines)
 
 
+def serve(data: dict) -> str:
+    """The HTTP server's load test (benchmarks/serve.py): soft prompt vs the history as text, per concurrency."""
+    levels = data.get("concurrency") or {}
+    if not levels:
+        return missing("serve.json")
+    config, tokens = data.get("config", {}), data.get("prompt_tokens_mean", {})
+    lines = [f"`{config.get('backend', '?')}` backend, {config.get('llm', '?')}; embedder: {config.get('embedder', '?')}; "
+             f"{config.get('requests_per_level', '?')} streaming requests per level, {config.get('max_tokens', '?')} "
+             f"new tokens each, temperature {config.get('temperature', '?')}; prompts averaged "
+             f"{tokens.get('soft', '?')} tokens with the soft prompt and {tokens.get('text', '?')} with the "
+             f"{config.get('text_history_events', '?')} latest events as text. "
+             f"{provenance(data.get('machine'), data.get('date'), str(data.get('commit', ''))[:7] or None)}.", ""]
+    rows = [[level, method, f"{cell['p50_ttft_s']:.2f}", f"{cell['p95_latency_s']:.2f}",
+             f"{cell['output_tokens_per_s']:.1f}", str(cell["errors"])]
+            for level in sorted(levels, key=int) for method in ("soft", "text") if method in levels[level]
+            for cell in [levels[level][method]]]
+    lines += table(["concurrency", "method", "p50 time to first token (s)", "p95 latency (s)", "output tokens/s",
+                    "errors"], rows, "llrrrr")
+    for level in sorted(levels, key=lambda level: (level != "8", int(level))):
+        ratios = levels[level].get("ratios")
+        if ratios:
+            lines += ["", f"At concurrency {level} the soft prompt's first token came "
+                          f"{ratios['ttft_text_over_soft_p50']:.0f}× sooner than the text history's, at "
+                          f"{ratios['throughput_soft_over_text']:.1f}× its throughput (ratios measured in the same run)."]
+            break
+    return "\n".join(lines)
+
+
 def load_benchmarks(folder: Path) -> dict[str, dict]:
     out = {}
-    for name in ("encoders", "generation", "pipeline", "quickstart_seeds", "lamp3_movielens"):
+    for name in ("encoders", "generation", "pipeline", "quickstart_seeds", "lamp3_movielens", "serve"):
         path = folder / f"{name}.json"
         out[name] = json.loads(path.read_text()) if path.is_file() else {}
     return out
@@ -577,6 +606,7 @@ def benchmark_sections(benches: dict[str, dict]) -> dict[str, str]:
     encoders = benches.get("encoders", {})
     return {"quickstart-seeds": quickstart_seeds(benches.get("quickstart_seeds", {})),
             "lamp3-movielens": lamp3_movielens(benches.get("lamp3_movielens", {})),
+            "serve": serve(benches.get("serve", {})),
             "pipeline": pipeline(benches.get("pipeline", {})), "generation": generation(benches.get("generation", {})),
             "encoders-speed": encoders_speed(encoders), "encoders-compare": encoders_compare(encoders),
             "encoders-userqa": encoders_userqa(encoders), "encoders-scaling": encoders_scaling(encoders)}
@@ -584,6 +614,7 @@ def benchmark_sections(benches: dict[str, dict]) -> dict[str, str]:
 
 TITLES = {"quickstart-seeds": "The main job over seeds (`benchmarks/quickstart_seeds.py`)",
           "lamp3-movielens": "LaMP-3 on MovieLens-100k (`benchmarks/lamp3_movielens.py`)",
+          "serve": "Serving load test (`benchmarks/serve.py`)",
           "pipeline": "Data pipeline vs pandas (`benchmarks/pipeline.py`)",
           "generation": "Generation speed (`benchmarks/generation.py`)",
           "encoders-speed": "Sequence encoder speed and memory (`benchmarks/encoders.py speed`)",
@@ -624,17 +655,18 @@ def build(root: Path = ROOT, runs_dir: Path | None = None, bench_dir: Path | Non
     """Path → the content it should have."""
     groups = group_runs(load_runs(runs_dir or root / "docs" / "results"))
     sections = benchmark_sections(load_benchmarks(bench_dir or root / "benchmarks" / "results"))
-    readme, bench_readme = root / "README.md", root / "benchmarks" / "README.md"
+    readme, bench_readme, serving = root / "README.md", root / "benchmarks" / "README.md", root / "docs" / "serving.md"
     seeds = load_benchmarks(bench_dir or root / "benchmarks" / "results")["quickstart_seeds"]
     main_result = sections["quickstart-seeds"] if seeds.get("seeds") else headline(groups)
     readme_text = replace_between(readme.read_text(), "results", main_result, "README.md")
     bench_text = bench_readme.read_text()
     for name, text in sections.items():
-        if name == "quickstart-seeds" and "<!-- quickstart-seeds:start -->" not in bench_text:
+        if name == "serve" or (name == "quickstart-seeds" and "<!-- quickstart-seeds:start -->" not in bench_text):
             continue
         bench_text = replace_between(bench_text, name, text, "benchmarks/README.md")
+    serving_text = replace_between(serving.read_text(), "serve", sections["serve"], "docs/serving.md")
     return {root / "docs" / "results.md": results_md(groups, sections), readme: readme_text,
-            bench_readme: bench_text}
+            bench_readme: bench_text, serving: serving_text}
 
 
 def main(argv: list[str] | None = None) -> int:
