@@ -428,3 +428,19 @@ def test_the_pointer_points_only_at_named_categories_and_their_keys_reach_the_re
     a, b = adapter(sources, question, pointer=named), adapter(sources, question, pointer=other)
     assert (a.soft_prompt[0] - b.soft_prompt[0]).abs().max() > 1e-4
     torch.testing.assert_close(a.soft_prompt[1], b.soft_prompt[1])
+
+
+def test_category_stats_without_item_categories_keeps_the_value_summary_token():
+    from user_embed.encoders.category_stats import CategoryStatsEncoder
+
+    torch.manual_seed(0)
+    encoder = CategoryStatsEncoder(num_categories=1, dim=8, max_len=12).eval()  # index 0 only: no categories
+    inputs = make_inputs(["long", "empty"], 7)
+    inputs.categories = torch.zeros_like(inputs.categories)
+    out = encoder(inputs)
+    assert out.tokens.shape == (2, 1, 8) and out.mask.all()
+    shifted = make_inputs(["long", "empty"], 7)
+    shifted.categories, shifted.values = torch.zeros_like(shifted.categories), shifted.values + 1.0
+    assert not torch.allclose(encoder(shifted).tokens[0], out.tokens[0])  # the summary reads the values
+    with pytest.raises(ConfigError, match="num_categories must be >= 1"):
+        CategoryStatsEncoder(num_categories=0)

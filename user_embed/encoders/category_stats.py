@@ -11,7 +11,9 @@ in the last 18", "how many of the last 10", "more or less frequent lately"). Per
 * the mean (standardised) value of c's events and whether c was seen at all.
 
 Token_c = embedding(c) + MLP(features_c), plus one summary token (history length, value mean and
-spread): ``(B, num_categories, d)``. Reads ``categories``, ``values``, ``has_value`` and ``mask``.
+spread): ``(B, 1 + num_categories, d)``. Items without categories (e.g. LaMP-3's reviews) leave the summary
+token alone, ``(B, 1, d)``: a user's rating mean and spread. Reads ``categories``, ``values``, ``has_value``
+and ``mask``.
 """
 
 from __future__ import annotations
@@ -81,8 +83,9 @@ class CategoryStatsEncoder(SourceEncoder):
 
     def __init__(self, num_categories: int, dim: int = 64, max_len: int = 50, dropout: float = 0.1):
         super().__init__()
-        if num_categories < 2:
-            raise ConfigError("source kind 'category_stats' needs item categories; the items table has none")
+        if num_categories < 1:
+            raise ConfigError(f"source kind 'category_stats': num_categories must be >= 1 (index 0 = none), "
+                              f"got {num_categories}")
         self.dim, self.max_len, self.num_categories = dim, max_len, num_categories
         self.windows = recency_windows(max_len)
         num_features = 2 * len(self.windows) + 4
@@ -97,8 +100,9 @@ class CategoryStatsEncoder(SourceEncoder):
         return cls(spec.num_categories, config.dim, config.max_len, config.dropout)
 
     def forward(self, inputs: SourceInputs) -> EncoderOutput:
-        stats = category_features(inputs, self.num_categories, self.windows)  # (B, C, F)
-        tokens = self.category + self.features(stats)  # (B, C, d)
         summary = self.summary(summary_features(inputs, self.max_len)).unsqueeze(1)  # (B, 1, d)
-        tokens = self.dropout(self.norm(torch.cat([summary, tokens], 1)))  # (B, 1 + C, d)
+        if self.num_categories > 1:  # items have categories: one token each after the summary
+            stats = category_features(inputs, self.num_categories, self.windows)  # (B, C, F)
+            summary = torch.cat([summary, self.category + self.features(stats)], 1)  # (B, 1 + C, d)
+        tokens = self.dropout(self.norm(summary))
         return EncoderOutput(tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device))
