@@ -578,11 +578,11 @@ def serve(data: dict) -> str:
              f"{config.get('text_history_events', '?')} latest events as text. "
              f"{provenance(data.get('machine'), data.get('date'), str(data.get('commit', ''))[:7] or None)}.", ""]
     rows = [[level, method, f"{cell['p50_ttft_s']:.2f}", f"{cell['p95_latency_s']:.2f}",
-             f"{cell['output_tokens_per_s']:.1f}", str(cell["errors"])]
+             f"{cell['output_tokens_per_s']:.1f}", show(cell.get("mean_output_tokens", "–")), str(cell["errors"])]
             for level in sorted(levels, key=int) for method in ("soft", "text") if method in levels[level]
             for cell in [levels[level][method]]]
     lines += table(["concurrency", "method", "p50 time to first token (s)", "p95 latency (s)", "output tokens/s",
-                    "errors"], rows, "llrrrr")
+                    "tokens per answer", "errors"], rows, "llrrrrr")
     for level in sorted(levels, key=lambda level: (level != "8", int(level))):
         ratios = levels[level].get("ratios")
         if ratios:
