@@ -73,6 +73,7 @@ def _questions(path: Path) -> list[dict]:
 
 
 def _golds(path: Path) -> dict[str, str]:
+    """{id: output} of a LaMP outputs or submission file."""
     return {str(g["id"]): str(g["output"]) for g in json.loads(path.read_text())["golds"]}
 
 
@@ -102,10 +103,6 @@ def rule_predictions(files: Path, split: str = "test") -> tuple[list[str], list[
         reference_predictions(train, questions)
 
 
-def submission(path: Path) -> dict[str, str]:
-    return {str(g["id"]): str(g["output"]) for g in json.loads(path.read_text())["golds"]}
-
-
 def measure(args: argparse.Namespace) -> dict:
     from user_embed.eval.lamp_metrics import absolute_errors, rating_metrics
     from user_embed.eval.paired import cluster_bootstrap_mean_diff
@@ -129,19 +126,19 @@ def measure(args: argparse.Namespace) -> dict:
             metrics, baseline_s = evaluate(folder / "embedder", data, runs / "baselines", "none,text,bm25",
                                            "median", args.reuse)
             for method in ("none", "text", "bm25"):
-                preds = submission(runs / "baselines" / f"{method}_preds.json")
+                preds = _golds(runs / "baselines" / f"{method}_preds.json")
                 scores[method] = metrics["lamp"][method]
                 errors[method] = absolute_errors([preds[q] for q in ids], golds)
-        entry = {"seed": seed, "mae": {}, "rmse": {}, "fit_s": fit_s, "evaluate_s": 0.0}
+        entry = {"seed": seed, "mae": {}, "rmse": {}, "fit_s": fit_s}
+        timings = []
         for decoding, name in (("median", "soft"), ("argmax", "soft_argmax")):
             metrics, seconds = evaluate(folder / "embedder", data, folder / f"eval_{decoding}", "soft", decoding,
                                         args.reuse)
             entry["mae"][name], entry["rmse"][name] = metrics["lamp"]["soft"]["mae"], metrics["lamp"]["soft"]["rmse"]
-            entry["evaluate_s"] = None if seconds is None or entry["evaluate_s"] is None else \
-                round(entry["evaluate_s"] + seconds, 1)
-            if name == "soft":
-                preds = submission(folder / f"eval_{decoding}" / "soft_preds.json")
-                soft = absolute_errors([preds[q] for q in ids], golds)
+            timings.append(seconds)
+        entry["evaluate_s"] = None if None in timings else round(sum(timings), 1)  # None: a reused evaluation
+        preds = _golds(folder / "eval_median" / "soft_preds.json")
+        soft = absolute_errors([preds[q] for q in ids], golds)
         entry["paired"] = {f"soft-{other}": cluster_bootstrap_mean_diff(ids, soft, errors[other])
                            for other in (*RULES, "none", "text", "bm25") if other in errors}
         seeds.append(entry)

@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+from data_pipelines.atomic import fsync_folder
 from user_embed.errors import UserError
 
 LOG_NAME = "events.jsonl"
@@ -69,7 +70,7 @@ class EventLog:
                     handle.flush()
                     os.fsync(handle.fileno())
                 if new:
-                    _fsync_folder(self.folder)
+                    fsync_folder(self.folder)
             except OSError as exc:
                 raise UserError(f"cannot append to the events log {self.path}: {exc.strerror or exc}") from exc
         return record
@@ -78,17 +79,3 @@ class EventLog:
         with open(self.path, "rb") as handle:
             handle.seek(-1, os.SEEK_END)
             return handle.read(1) == b"\n"
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a new file's entry in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
