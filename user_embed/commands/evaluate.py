@@ -13,6 +13,12 @@ generation format and ``report.md``.
 ``--benchmark lamp`` (data from ``prepare lamp``; LaMP-1, 2 and 3, whose answers are labels) adds the
 official LaMP metrics per method (``metrics.json`` → "lamp") and one submission file per method,
 ``<method>_preds.json`` = ``{"task": "LaMP_N", "golds": [{"id", "output"}]}``.
+
+``--noise 0,0.1,0.3,0.5`` (multiple choice) repeats the evaluation with a share of each evaluated user's
+pre-cutoff events replaced (``--noise-mode replace``) or joined by inserted ones (``insert``), seeded by
+``--noise-seed`` (:mod:`user_embed.eval.noise_sweep`); ``--compare-checkpoint DIR --compare-name NAME`` adds a
+second embedder's soft prompt as method NAME. metrics.json gains ``"noise"``, the report a table and ``noise.png``;
+the open questions are skipped.
 """
 
 from __future__ import annotations
@@ -58,6 +64,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--logs", default=None, help="Lightning metrics.csv for the loss plot")
     p.add_argument("--color-by", default=None, help="profile field that colours the embedding plot")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--noise", default=None,
+                   help="comma-separated shares in [0, 1) of each evaluated user's pre-cutoff events to perturb, "
+                        "e.g. 0,0.1,0.3,0.5: every method is evaluated at each (noise robustness)")
+    p.add_argument("--noise-seed", type=int, default=0, help="seed of the noise (per user, share and seed)")
+    p.add_argument("--noise-mode", default="replace",
+                   help="replace (a share of the events get popular items instead) or insert (fake events added "
+                        "until they are that share)")
+    p.add_argument("--compare-checkpoint", default=None,
+                   help="with --noise: a second embedder whose soft prompt is swept too (e.g. an ablation)")
+    p.add_argument("--compare-name", default=None, help="the method name of --compare-checkpoint's soft prompt")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--overwrite", action="store_true",
                    help="write into an --out folder holding other files (replaces only same-named files)")
@@ -94,6 +110,9 @@ def main(argv: list[str], command: str = "evaluate") -> int:
                       ("--text-max-users", args.text_max_users)):
         if cap is not None and cap <= 0:
             raise UserError(f"{flag} must be > 0, got {cap}")
+    from user_embed.eval.noise_sweep import noise_request
+
+    args.noise_request = noise_request(args, methods)  # checked before anything is loaded
     import torch
 
     from data_pipelines.schema import read_table
@@ -106,6 +125,8 @@ def main(argv: list[str], command: str = "evaluate") -> int:
     out = Path(args.out) if args.out else checkpoint.parent / "eval"
     output_folder(args, out, check_only=True)  # before anything is loaded
     embedder = UserEmbedder.from_pretrained(checkpoint)  # a broken checkpoint fails before the data is read
+    if args.compare_checkpoint:
+        UserEmbedder.from_pretrained(args.compare_checkpoint)
     users = UserStore.from_folder(args.data)
     splits = questions_by_split(read_table(args.data, "qa"), max_eval_per_task=args.max_per_task,
                                 max_eval_users=args.max_users, seed=args.seed,
@@ -119,7 +140,10 @@ def main(argv: list[str], command: str = "evaluate") -> int:
     from user_embed.model import PersonalizedLM
 
     lm = PersonalizedLM.from_pretrained(checkpoint, llm=args.llm, device="cpu")
-    metrics = evaluate_and_report(lm, users, examples, methods, out, args, lamp_task, splits.get("train") or [])
+    compare_lm = (PersonalizedLM.from_pretrained(args.compare_checkpoint, llm=args.llm, device="cpu")
+                  if args.compare_checkpoint else None)
+    metrics = evaluate_and_report(lm, users, examples, methods, out, args, lamp_task, splits.get("train") or [],
+                                  compare_lm)
     print(summary_table(metrics))
     if lamp_task:
         print(json.dumps(metrics["lamp"]))
@@ -128,9 +152,10 @@ def main(argv: list[str], command: str = "evaluate") -> int:
 
 
 def evaluate_and_report(lm, users, examples: list, methods: list[str], out: Path, args: argparse.Namespace,
-                        lamp_task: str | None = None, train: list | None = None) -> dict:
-    """UserQA metrics of every method — multiple choice, and free text on the open questions — written with
-    predictions, plots and a report into ``out`` (atomically)."""
+                        lamp_task: str | None = None, train: list | None = None, compare_lm=None) -> dict:
+    """UserQA metrics of every method — multiple choice, and free text on the open questions (or, with
+    ``args.noise_request``, the noise sweep, also of ``compare_lm``'s soft prompt) — written with predictions,
+    plots and a report into ``out`` (atomically)."""
     from data_pipelines.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
     from data_pipelines.lamp import resolve_task, write_lamp_submission
     from user_embed.eval.free_text import evaluate_free_text
@@ -151,10 +176,19 @@ def evaluate_and_report(lm, users, examples: list, methods: list[str], out: Path
 
         def decode(scores, options):
             return decode_ratings(scores, options, args.rating_decoding)
-    metrics = evaluate_userqa(lm, users, examples, methods, args.history_events, args.batch_size,
-                              progress=not args.no_progress, method_users=method_users, decode=decode)
+    def evaluate(model, store, names: list[str]) -> dict:
+        return evaluate_userqa(model, store, examples, names, args.history_events, args.batch_size,
+                               progress=not args.no_progress, method_users=method_users, decode=decode)
+
+    metrics = evaluate(lm, users, methods)
+    noise = getattr(args, "noise_request", None)
+    if noise:
+        from user_embed.eval.noise_sweep import noise_sweep
+
+        metrics["noise"] = noise_sweep(noise, lm, users, examples, methods, evaluate, clean=metrics,
+                                       compare_lm=compare_lm, progress=None if args.no_progress else print)
     free_predictions = []
-    if open_questions and not args.no_free_text:
+    if open_questions and not args.no_free_text and not noise:
         metrics["free_text"] = evaluate_free_text(lm, users, open_questions, args.free_text_methods.split(","),
                                                   train or [],
                                                   args.free_text_tokens, args.batch_size, args.history_events,
@@ -181,12 +215,20 @@ def evaluate_and_report(lm, users, examples: list, methods: list[str], out: Path
             by_user = users.profile(field)
             plots["embeddings"] = plot_embeddings(vectors, [str(by_user.get(u)) for u in ids], field,
                                                   tmp / "user_embeddings.png")
+        if noise:
+            from user_embed.eval.noise_sweep import plot_noise
+
+            plots["noise"] = plot_noise(metrics["noise"], tmp / "noise.png", metrics["chance"].get("overall"))
         plots = {k: Path(v).name for k, v in plots.items() if v}
         write_json_atomic(tmp / "metrics.json", metrics)
         write_jsonl_atomic(tmp / "predictions.jsonl", predictions)
         if free_predictions:
             write_jsonl_atomic(tmp / "free_text_predictions.jsonl", free_predictions)
         report = markdown_report(metrics, plots)
+        if noise:
+            from user_embed.eval.noise_sweep import noise_report
+
+            report += noise_report(metrics["noise"])
         if lamp_task:
             report += lamp_report(metrics["lamp"], methods)
             for method in methods:
