@@ -5,6 +5,11 @@ recorded, and loading checks them against the LLM you pair the embedder with.
 
 Saving refuses weights that hold NaN or infinity (a broken embedder is never exported) and writes a
 safe output (:mod:`data_pipelines.outputs`: a previous embedder is replaced, other files are not).
+The embedder also carries the user↔text contrastive space its training learned (``text_space``: the
+two projections of :class:`user_embed.losses.ContrastiveLoss`, saved in ``model.safetensors`` and described
+by the config's ``text_space``) and whether its pooled-vector head was trained (``user_head_trained``:
+false when ``loss.contrastive_weight`` was 0 — that head then is its random initialisation).
+
 Loading validates ``config.json`` field by field (:mod:`user_embed.embedder_config`), builds the model
 on the ``meta`` device first and compares its shapes with the safetensors header, so nothing is
 allocated for a config that does not match its weights, and refuses non-finite weights by name.
@@ -12,7 +17,9 @@ allocated for a config that does not match its weights, and refuses non-finite w
 
 from __future__ import annotations
 
+import copy
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -33,6 +40,7 @@ from user_embed.encoders import SourceInputs, build_encoder, encoder_reads
 from user_embed.errors import CheckpointError, ConfigError, UserError
 from user_embed.finite import non_finite_tensor
 from user_embed.llm.record import LLMRecord
+from user_embed.losses.contrastive import ContrastiveLoss
 from user_embed.named_categories import CategoryMentions, CategoryPointerKeys, NamedCategoryTokens
 from user_embed.output_kinds import EMBEDDER
 
@@ -42,12 +50,15 @@ if TYPE_CHECKING:
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
 LORA_NAME = "lora.safetensors"  # LoRA weights of the LLM, when the embedder was trained with llm.lora
 FORMAT_VERSION = 1
+VECTOR_KINDS = ("head", "fused")  # embed(vector=…): the trained user head's output, or the adapter's pooled features
 
 
 class UserEmbedder(nn.Module):
     """Maps users' histories to soft prompts (B, K, d_llm) and pooled user vectors (B, user_dim)."""
 
-    def __init__(self, sources: list[SourceConfig], adapter: AdapterConfig, spec: DataSpec, llm: LLMRecord):
+    def __init__(self, sources: list[SourceConfig], adapter: AdapterConfig, spec: DataSpec, llm: LLMRecord,
+                 text_space: dict | None = None):
+        """text_space: {"text_encoder", "text_dim", "dim"} of a trained contrastive space (None: none)."""
         super().__init__()
         self.source_configs = sources
         self.adapter_config = adapter
@@ -56,6 +67,11 @@ class UserEmbedder(nn.Module):
         self.metrics: dict = {}
         self.lora: dict | None = None  # LoRA settings (r, alpha, dropout, target_modules) when trained with LoRA
         self.lora_state: dict[str, torch.Tensor] = {}  # the LLM's trained LoRA weights (peft names)
+        self.user_head_trained: bool | None = None  # None: not recorded (an embedder saved before it was)
+        self.text_space_config = dict(text_space) if text_space else None
+        self.text_space: ContrastiveLoss | None = None  # user↔text projections (user_dim → dim ← text_dim)
+        if text_space:
+            self.text_space = ContrastiveLoss(adapter.user_dim, int(text_space["text_dim"]), int(text_space["dim"]))
         self.encoders = nn.ModuleDict({s.name: build_encoder(s, spec) for s in sources})
         dims = {name: enc.dim for name, enc in self.encoders.items()}
         self.adapter = build_adapter(adapter, dims, llm.hidden_size, llm.embed_rms)
@@ -107,18 +123,45 @@ class UserEmbedder(nn.Module):
             if part is not None:
                 part.set_names(vectors)
 
-    def user_vectors(self, inputs: SourceInputs) -> torch.Tensor:
-        """One question-independent vector per user: (B, user_dim)."""
+    def user_vectors(self, inputs: SourceInputs, vector: str = "head") -> torch.Tensor:
+        """One question-independent vector per user: the user head's output (B, user_dim), or with
+        ``vector="fused"`` the adapter's pooled source features before that head (B, adapter.dim)."""
+        if vector == "fused":
+            return self.adapter.fuse(self._encode(inputs))[2]
         return self.adapter.user_vector(self._encode(inputs))
+
+    def attach_text_space(self, contrastive: ContrastiveLoss, text_encoder: str) -> None:
+        """Keep a trained contrastive loss's projections as this embedder's user↔text space (saved with it)."""
+        self.text_space = copy.deepcopy(contrastive).float().to(next(self.parameters()).device)
+        self.text_space_config = {"text_encoder": text_encoder, "text_dim": contrastive.text_proj.in_features,
+                                  "dim": contrastive.user_proj.out_features}
+
+    @torch.no_grad()
+    def text_similarity(self, user_vectors: torch.Tensor, text_vectors: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity in the contrastive space: user vectors (N, user_dim) × text vectors (M, text_dim)
+        of the space's text encoder → (N, M). CheckpointError when the embedder has no trained space."""
+        if self.text_space is None:
+            raise CheckpointError("this embedder has no user↔text space (it was trained with "
+                                  "loss.contrastive_weight 0, or without a texts table)")
+        space = self.text_space
+        users = torch.nn.functional.normalize(space.user_proj(user_vectors.float()), dim=-1)  # (N, dim)
+        texts = torch.nn.functional.normalize(space.text_proj(text_vectors.float()), dim=-1)  # (M, dim)
+        return users @ texts.T
 
     @torch.no_grad()
     def embed(self, users: UserStore, user_ids: Sequence[str], cutoffs: Sequence[int | None] | None = None,
-              batch_size: int = 256) -> torch.Tensor:
+              batch_size: int = 256, vector: str = "head") -> torch.Tensor:
         """(N, user_dim) pooled, question-independent user vectors; ``cutoffs[i]`` limits user i's history.
 
-        Needs no LLM. Users with no events (before the cutoff) get a profile-only vector."""
+        Needs no LLM. Users with no events (before the cutoff) get a profile-only vector. ``vector="fused"``:
+        the adapter's pooled features (N, adapter.dim) instead of the user head's output — what to use when the
+        head was never trained (``user_head_trained`` false; the head's output warns then)."""
         from user_embed.data.collate import Example
 
+        if vector not in VECTOR_KINDS:
+            raise UserError(f"vector must be one of {', '.join(VECTOR_KINDS)}, got {vector!r}")
+        if vector == "head" and self.user_head_trained is False:
+            warnings.warn(UNTRAINED_HEAD, stacklevel=2)
         user_ids = users.require(user_ids)
         if cutoffs is not None and len(cutoffs) != len(user_ids):
             raise UserError(f"cutoffs: {len(cutoffs)} given for {len(user_ids)} user ids")
@@ -132,9 +175,10 @@ class UserEmbedder(nn.Module):
         for start in range(0, len(user_ids), batch_size):
             chunk = [Example(u, "", "", [], cutoff=c) for u, c in
                      zip(user_ids[start:start + batch_size], cutoffs[start:start + batch_size])]
-            chunks.append(self.user_vectors(collator(chunk).inputs.to(device)).float().cpu())  # (b, user_dim)
+            chunks.append(self.user_vectors(collator(chunk).inputs.to(device), vector).float().cpu())  # (b, d)
         self.train(was_training)
-        return torch.cat(chunks) if chunks else torch.zeros(0, self.adapter_config.user_dim)
+        width = self.adapter_config.user_dim if vector == "head" else self.adapter.dim
+        return torch.cat(chunks) if chunks else torch.zeros(0, width)
 
     def encode(self, inputs: SourceInputs) -> dict:
         """The question-independent part: each source's encoder output {name: EncoderOutput (B, n_s, d_s)}."""
@@ -153,6 +197,8 @@ class UserEmbedder(nn.Module):
             "spec": self.spec.to_json(),
             "metrics": self.metrics,
             "lora": self.lora,
+            "user_head_trained": self.user_head_trained,
+            "text_space": self.text_space_config,
         }
 
     def save_pretrained(self, directory: str | Path, *, overwrite: bool = False) -> Path:
@@ -195,8 +241,9 @@ class UserEmbedder(nn.Module):
             adapter = AdapterConfig(**config["adapter"])
             spec = DataSpec.from_json(config["spec"])
             record = LLMRecord.from_json(config["llm"])
+            text_space = config.get("text_space")
             with torch.device("meta"):  # shapes only: nothing is allocated before they match the weights file
-                skeleton = cls(sources, adapter, spec, record)
+                skeleton = cls(sources, adapter, spec, record, text_space)
         except (KeyError, TypeError, ValueError) as exc:  # UserError and the field errors are ValueErrors
             detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc)
             raise CheckpointError(f"{config_path}: invalid embedder config "
@@ -217,12 +264,13 @@ class UserEmbedder(nn.Module):
             raise CheckpointError(f"{weights_path}: weights do not match {CONFIG_NAME} "
                                   f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
         state = cls._load_weights(weights_path)
-        model = cls(sources, adapter, spec, record)
+        model = cls(sources, adapter, spec, record, text_space)
         result = model.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
             raise CheckpointError(f"{weights_path}: weights do not match {CONFIG_NAME} "
                                   f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
         model.metrics = config.get("metrics", {})
+        model.user_head_trained = config.get("user_head_trained")
         if config.get("lora"):
             lora_path = directory / LORA_NAME
             try:
@@ -248,6 +296,11 @@ class UserEmbedder(nn.Module):
         if broken:
             raise CheckpointError(f"{path}: broken weights ({broken}); this embedder cannot be used — retrain it")
         return state
+
+
+UNTRAINED_HEAD = ("this embedder's user head was never trained (it was fitted with loss.contrastive_weight 0), "
+                  "so its output is a random projection of the pooled features; use vector='fused' "
+                  "(`user-embed embed --vector fused`) or retrain with contrastive_weight > 0")
 
 
 def model_card(config: dict) -> str:

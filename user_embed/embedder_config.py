@@ -134,6 +134,20 @@ def validate_embedder_config(config: object) -> None:
     for key in ("metrics", "lora"):
         if config.get(key) is not None and not isinstance(config[key], dict):
             raise ConfigFieldError(f"{key} must be an object or null, got {_type_name(config[key])}")
+    trained = config.get("user_head_trained")
+    if trained is not None and not isinstance(trained, bool):
+        raise ConfigFieldError(f"user_head_trained must be true, false or null, got {trained!r}")
+    space = config.get("text_space")
+    if space is not None:
+        if not isinstance(space, dict):
+            raise ConfigFieldError(f"text_space must be an object or null, got {_type_name(space)}")
+        for name, annotation in (("text_encoder", "str"), ("text_dim", "int"), ("dim", "int")):
+            if name not in space:
+                raise ConfigFieldError(f"text_space lacks {name!r}")
+            _check_scalar(f"text_space.{name}", space[name], annotation)
+        for name in ("text_dim", "dim"):
+            if space[name] <= 0:
+                raise ConfigFieldError(f"text_space.{name} must be a positive integer, got {space[name]!r}")
     lora = config.get("lora") or {}
     if lora:
         for name, annotation in (("r", "int"), ("alpha", "float"), ("dropout", "float"), ("target_modules", "list[str]")):

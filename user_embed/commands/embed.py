@@ -6,7 +6,10 @@ user's whole history (or the history before ``--cutoff`` Unix seconds). Users wi
 summary. Histories longer than the embedder reads are truncated by its policy ("recent": the
 most recent ``max_len`` events), and events of items the embedder never saw are read as the
 unknown item; both are counted in the summary. Output columns: ``user_id``, ``embedding``,
-``has_events``, ``events_used``. ``--out`` is a safe output (:mod:`data_pipelines.outputs`): an
+``has_events``, ``events_used``. The vector is the output of the embedder's user head, trained by the
+contrastive loss; an embedder fitted without it (``loss.contrastive_weight: 0``) is refused, since that head
+is its random initialisation — ``--vector fused`` writes the adapter's pooled features instead (any embedder).
+``--out`` is a safe output (:mod:`data_pipelines.outputs`): an
 earlier `embed` output is replaced, any other existing file only with ``--overwrite``, an input never.
 """
 
@@ -25,6 +28,8 @@ def main(argv: list[str], command: str = "embed") -> int:
     p.add_argument("--out", required=True, help="output parquet file (user_id, embedding)")
     p.add_argument("--users", default=None, help="comma-separated user ids (default: every user in users.parquet)")
     p.add_argument("--cutoff", type=int, default=None, help="only events before this Unix time")
+    p.add_argument("--vector", choices=("head", "fused"), default="head",
+                   help="head: the trained user head's vector (default); fused: the adapter's pooled features")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file that `embed` did not write")
     args = p.parse_args(argv)
     from data_pipelines.outputs import check_output_file, output_file
@@ -38,6 +43,10 @@ def main(argv: list[str], command: str = "embed") -> int:
     from user_embed.store import UserStore
 
     embedder = UserEmbedder.from_pretrained(args.checkpoint)
+    if args.vector == "head" and embedder.user_head_trained is False:
+        raise UserError(f"{args.checkpoint}: its user head was never trained (fitted with loss.contrastive_weight "
+                        "0), so its vectors would be a random projection; pass --vector fused for the pooled "
+                        "features, or retrain with contrastive_weight > 0")
     users = UserStore.from_folder(args.data)
     ids = users.users["user_id"].to_list()
     if args.users:
@@ -45,7 +54,7 @@ def main(argv: list[str], command: str = "embed") -> int:
         unknown = [u for u in ids if u not in users]
         if unknown:
             raise UserError(f"--users: unknown user id(s) {unknown[:5]} (not in {args.data})")
-    vectors = embedder.embed(users, ids, [args.cutoff] * len(ids)).numpy()
+    vectors = embedder.embed(users, ids, [args.cutoff] * len(ids), vector=args.vector).numpy()
     histories = users.histories(embedder.spec)
     windows = [histories.window(u, args.cutoff, embedder.max_len) for u in ids]
     frame = pl.DataFrame({"user_id": ids, "embedding": vectors.tolist(),

@@ -179,6 +179,10 @@ class UserEmbedModule(L.LightningModule):
                 self.embedder.lora = {"r": c.lora_r, "alpha": c.lora_alpha, "dropout": c.lora_dropout,
                                       "target_modules": list(c.lora_target_modules)}
             self.embedder.lora_state = trainable_state(self.model.llm)
+        self.embedder.user_head_trained = self.contrastive is not None  # else the head is its random init
+        if self.contrastive is not None:
+            datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+            self.embedder.attach_text_space(self.contrastive, getattr(datamodule, "text_encoder", "default"))
         return self.embedder.save_pretrained(path, overwrite=self.export_overwrite)
 
     def export_path(self) -> Path:
