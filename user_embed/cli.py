@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "test": ("user_embed.commands.lightning", "run the test split of a config/checkpoint (LightningCLI)"),
     "evaluate": ("user_embed.commands.evaluate", "accuracy of soft prompts vs baselines; metrics.json + report"),
     "embed": ("user_embed.commands.embed", "write one embedding vector per user to parquet"),
+    "evaluate-embeddings": ("user_embed.commands.evaluate_embeddings",
+                            "the user vector as a representation: probes, user<->text retrieval, recommendation"),
     "generate": ("user_embed.commands.generate", "personalized answers (HF or vLLM backend)"),
     "score": ("user_embed.commands.score", "score a prediction file the official LaMP / UQABench way"),
     "pretrain": ("user_embed.commands.pretrain", "pre-train a sequence encoder on next-item prediction"),
@@ -33,7 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def _usage() -> str:
     lines = ["usage: user-embed <command> [options]   (add --debug for tracebacks)", "", "commands:"]
-    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<19} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
 
