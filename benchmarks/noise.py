@@ -83,6 +83,7 @@ def measure(args) -> dict:
         out.parent.mkdir(parents=True, exist_ok=True)
         evaluate_s = run(user_embed("evaluate", "--checkpoint", args.checkpoint, "--data", args.data, "--out", str(out),
                                     "--methods", "none,text,soft", "--text-max-users", str(args.text_max_users),
+                                    *(["--max-users", str(args.max_users)] if args.max_users else []),
                                     "--noise", args.shares, "--noise-seed", str(args.noise_seed),
                                     "--noise-mode", args.mode, "--compare-checkpoint", args.compare_checkpoint,
                                     "--compare-name", args.compare_name, "--no-free-text", "--no-progress",
@@ -94,7 +95,8 @@ def measure(args) -> dict:
     return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "commit": commit(),
             "config": {"checkpoint": args.checkpoint, "compare_checkpoint": args.compare_checkpoint,
                        "compare_name": args.compare_name, "data": args.data, "split": metrics["split"],
-                       "text_max_users": args.text_max_users, "evaluation": str(out)},
+                       "text_max_users": args.text_max_users, "max_users": args.max_users,
+                       "evaluation": str(out)},
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
             "questions": metrics["questions"], **summarize(metrics["noise"]), "evaluate_s": evaluate_s}
 
@@ -109,6 +111,8 @@ def main() -> int:
     parser.add_argument("--noise-seed", type=int, default=0)
     parser.add_argument("--mode", default="replace", choices=["replace", "insert"])
     parser.add_argument("--text-max-users", type=int, default=30)
+    parser.add_argument("--max-users", type=int, default=None,
+                        help="evaluate the questions of this many seeded test users (default: the whole test split)")
     parser.add_argument("--runs", default="runs/noise", help="where the evaluation folder (eval/) goes")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     parser.add_argument("--plot-only", action="store_true")

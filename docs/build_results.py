@@ -81,6 +81,10 @@ def interval(cell: dict) -> str:
     return f"{cell['diff']:+.3f} [{cell['low']:+.3f}, {cell['high']:+.3f}]"
 
 
+def score_interval(cell: dict) -> str:
+    return f"{cell['score']:.3f} [{cell['low']:.3f}, {cell['high']:.3f}]"
+
+
 def table(header: list[str], rows: list[list[str]], align: str | None = None) -> list[str]:
     """Markdown table lines; ``align`` is one character per column (``l`` or ``r``)."""
     marks = ["---:" if (align and align[i] == "r") else "---" for i in range(len(header))]
@@ -593,9 +597,72 @@ def serve(data: dict) -> str:
     return "\n".join(lines)
 
 
+def embeddings(data: dict) -> str:
+    """The user embedding as a representation (benchmarks/embeddings.py): probes, retrieval, recommendation."""
+    probes = data.get("probes") or {}
+    if not probes:
+        return missing("embeddings.json")
+    names = ["majority", *data["representations"]]
+    users = data["users"]
+    lines = [f"{users['held_out']} held-out users (val + test) probed with {data['folds']}-fold cross-validated "
+             f"logistic regression; retrieval maps and the recommendation scorer fitted on {users['train']} train "
+             f"users; 95 % user-bootstrap intervals. `soft`: the quickstart's joint embedder; `ar_only`: the same "
+             f"without the contrastive loss (pooled features: its user head is never trained). "
+             f"{provenance(data.get('machine'), data.get('date'), data.get('commit'))}.", ""]
+    rows = []
+    for target, by_rep in probes.items():
+        kind = data["targets"][target]["kind"]
+        rows.append([f"{target} ({'AUC' if kind == 'binary' else 'macro-F1'})"]
+                    + [score_interval(by_rep[n]) if n in by_rep else "–" for n in names])
+    lines += table(["probe", *[f"`{n}`" for n in names]], rows, "l" + "r" * len(names))
+    retrieval = data.get("retrieval") or {}
+    if retrieval:
+        lines += ["", f"User↔text retrieval among {next(iter(retrieval.values()))['candidates']} held-out users' "
+                      f"texts (chance MRR {next(iter(retrieval.values()))['chance_mrr']:.3f}):", ""]
+        lines += table(["representation", "recall@1", "recall@10", "MRR", "protocol"],
+                       [[f"`{n}`", f"{m['recall@1']:.3f}", f"{m['recall@10']:.3f}",
+                         f"{m['mrr']:.3f} [{m['mrr_low']:.3f}, {m['mrr_high']:.3f}]", m["protocol"]]
+                        for n, m in retrieval.items()], "lrrrl")
+    recommendation = data.get("recommendation") or {}
+    if recommendation:
+        lines += ["", "Recommendation of the next 10 items from the vector (ridge scorer):", ""]
+        lines += table(["representation", "recall@10", "NDCG@10"],
+                       [[f"`{n}`", f"{m['recall@10']:.4f}", f"{m['ndcg@10']:.4f}"] for n, m in recommendation.items()],
+                       "lrr")
+    aware = data.get("instruction_aware") or {}
+    if aware:
+        lines += ["", "The soft prompt (mean over its tokens) conditioned on a question about the target vs on "
+                      f"\"{next(iter(aware.values()))['generic_instruction']}\":", ""]
+        lines += table(["probe", "question-conditioned", "generic"],
+                       [[t, score_interval(m["question"]), score_interval(m["generic"])] for t, m in aware.items()],
+                       "lrr")
+    return "\n".join(lines)
+
+
+def noise(data: dict) -> str:
+    """UserQA accuracy as noise replaces a share of each test user's history (benchmarks/noise.py)."""
+    accuracy = data.get("accuracy") or {}
+    if not accuracy:
+        return missing("noise.json")
+    shares = sorted({s for by_share in accuracy.values() for s in by_share}, key=float)
+    lines = [f"Whole test split, multiple choice; a share of each test user's events before the cutoff "
+             f"{'replaced' if data.get('mode', 'replace') == 'replace' else 'joined'} by events of items drawn by "
+             f"popularity (seed {data.get('seed', 0)}); `text` on {data.get('text_max_users', '?')} seeded users' "
+             f"questions. {provenance(data.get('machine'), data.get('date'), data.get('commit'))}.", ""]
+    rows = [[f"`{m}`"] + [f"{accuracy[m][s]['overall']:.3f}" if s in accuracy[m] else "–" for s in shares]
+            for m in accuracy]
+    lines += table(["method", *[f"noise {s}" for s in shares]], rows, "l" + "r" * len(shares))
+    retained = data.get("retained_margin") or {}
+    if retained:
+        lines += ["", "Share of the clean margin over `none` kept at noise 0.3: " + ", ".join(
+            f"`{m}` {'–' if v is None else f'{100 * v:.0f} %'}" for m, v in retained.items()) + "."]
+    return "\n".join(lines)
+
+
 def load_benchmarks(folder: Path) -> dict[str, dict]:
     out = {}
-    for name in ("encoders", "generation", "pipeline", "quickstart_seeds", "lamp3_movielens", "serve"):
+    for name in ("encoders", "generation", "pipeline", "quickstart_seeds", "lamp3_movielens", "serve", "embeddings",
+                 "noise"):
         path = folder / f"{name}.json"
         out[name] = json.loads(path.read_text()) if path.is_file() else {}
     return out
@@ -607,6 +674,7 @@ def benchmark_sections(benches: dict[str, dict]) -> dict[str, str]:
     return {"quickstart-seeds": quickstart_seeds(benches.get("quickstart_seeds", {})),
             "lamp3-movielens": lamp3_movielens(benches.get("lamp3_movielens", {})),
             "serve": serve(benches.get("serve", {})),
+            "embeddings": embeddings(benches.get("embeddings", {})), "noise": noise(benches.get("noise", {})),
             "pipeline": pipeline(benches.get("pipeline", {})), "generation": generation(benches.get("generation", {})),
             "encoders-speed": encoders_speed(encoders), "encoders-compare": encoders_compare(encoders),
             "encoders-userqa": encoders_userqa(encoders), "encoders-scaling": encoders_scaling(encoders)}
@@ -615,6 +683,8 @@ def benchmark_sections(benches: dict[str, dict]) -> dict[str, str]:
 TITLES = {"quickstart-seeds": "The main job over seeds (`benchmarks/quickstart_seeds.py`)",
           "lamp3-movielens": "LaMP-3 on MovieLens-100k (`benchmarks/lamp3_movielens.py`)",
           "serve": "Serving load test (`benchmarks/serve.py`)",
+          "embeddings": "The user embedding as a representation (`benchmarks/embeddings.py`)",
+          "noise": "Noise robustness (`benchmarks/noise.py`)",
           "pipeline": "Data pipeline vs pandas (`benchmarks/pipeline.py`)",
           "generation": "Generation speed (`benchmarks/generation.py`)",
           "encoders-speed": "Sequence encoder speed and memory (`benchmarks/encoders.py speed`)",

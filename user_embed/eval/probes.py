@@ -17,7 +17,7 @@ import numpy as np
 
 from user_embed.eval.embedding_targets import Target
 
-BOOTSTRAP = 1000
+BOOTSTRAP = 300
 C_GRID = (0.01, 0.1, 1.0)
 
 
@@ -60,10 +60,20 @@ def score_predictions(y: np.ndarray, probabilities: np.ndarray, kind: str, seed:
         sample = rng.integers(0, len(y), len(y))
         if len(np.unique(y[sample])) < 2:
             continue
-        draws.append(_metrics(y[sample], probabilities[sample], kind)["score"])
+        draws.append(_score(y[sample], probabilities[sample], kind))
     low, high = (np.percentile(draws, [2.5, 97.5]) if draws else (np.nan, np.nan))
     return {**{k: round(v, 4) for k, v in point.items()}, "low": round(float(low), 4), "high": round(float(high), 4),
             "users": int(len(y)), "classes": int(probabilities.shape[1])}
+
+
+def _score(y: np.ndarray, probabilities: np.ndarray, kind: str) -> float:
+    """The headline score alone (what the bootstrap resamples): AUC (binary) or macro-F1 (multiclass)."""
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    if kind == "binary":
+        return float(roc_auc_score(y, probabilities[:, 1]))
+    labels = list(range(probabilities.shape[1]))
+    return float(f1_score(y, probabilities.argmax(1), labels=labels, average="macro", zero_division=0))
 
 
 def _metrics(y: np.ndarray, probabilities: np.ndarray, kind: str) -> dict[str, float]:
