@@ -83,7 +83,7 @@ def measure(args) -> dict:
         out.parent.mkdir(parents=True, exist_ok=True)
         evaluate_s = run(user_embed("evaluate", "--checkpoint", args.checkpoint, "--data", args.data, "--out", str(out),
                                     "--methods", "none,text,soft", "--text-max-users", str(args.text_max_users),
-                                    *(["--max-users", str(args.max_users)] if args.max_users else []),
+                                    *(["--max-users", str(args.max_users)] if getattr(args, "max_users", None) else []),
                                     "--noise", args.shares, "--noise-seed", str(args.noise_seed),
                                     "--noise-mode", args.mode, "--compare-checkpoint", args.compare_checkpoint,
                                     "--compare-name", args.compare_name, "--no-free-text", "--no-progress",
@@ -95,7 +95,7 @@ def measure(args) -> dict:
     return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "commit": commit(),
             "config": {"checkpoint": args.checkpoint, "compare_checkpoint": args.compare_checkpoint,
                        "compare_name": args.compare_name, "data": args.data, "split": metrics["split"],
-                       "text_max_users": args.text_max_users, "max_users": args.max_users,
+                       "text_max_users": args.text_max_users, "max_users": getattr(args, "max_users", None),
                        "evaluation": str(out)},
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
             "questions": metrics["questions"], **summarize(metrics["noise"]), "evaluate_s": evaluate_s}
