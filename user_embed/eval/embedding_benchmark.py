@@ -148,18 +148,18 @@ def _retrieval(store, train: list[str], held: list[str], vectors: dict[str, np.n
     text_vectors = {}
     for encoder in {text_encoder, *encoders.values()}:
         text_vectors[encoder] = encode_texts([by_user[u] for u in train_ids + held_ids], encoder)
+    train_texts, held_texts = text_vectors[text_encoder][: len(train_ids)], text_vectors[text_encoder][len(train_ids):]
+    ridge_protocol = "ridge map to the text vectors, fitted on train users"
     for name, v in vectors.items():
+        ridge = {**mapped_retrieval(v[keep_train], train_texts, v[held_rows], held_texts, seed),
+                 "protocol": ridge_protocol}
         if name in spaces:
             t = torch.from_numpy(text_vectors[encoders[name]][len(train_ids):])
             similarity = spaces[name].text_similarity(torch.from_numpy(v[held_rows]), t).numpy()
             out[name] = {**retrieval_metrics(similarity, seed), "protocol": "the embedder's contrastive space"}
-            ridge = mapped_retrieval(v[keep_train], text_vectors[text_encoder][: len(train_ids)], v[held_rows],
-                                     text_vectors[text_encoder][len(train_ids):], seed)
-            out[f"{name}_linear_map"] = {**ridge, "protocol": "ridge map to the text vectors, fitted on train users"}
+            out[f"{name}_linear_map"] = ridge
         else:
-            ridge = mapped_retrieval(v[keep_train], text_vectors[text_encoder][: len(train_ids)], v[held_rows],
-                                     text_vectors[text_encoder][len(train_ids):], seed)
-            out[name] = {**ridge, "protocol": "ridge map to the text vectors, fitted on train users"}
+            out[name] = ridge
     return out
 
 

@@ -135,8 +135,9 @@ def behaviour_targets(events: pl.DataFrame, items: pl.DataFrame, ids: list[str],
         items.select("item_id", "categories"), on="item_id", how="left")
     counts: dict[str, dict[str, int]] = {}
     for user, categories in zip(first["user_id"].to_list(), first["categories"].to_list()):
+        mine = counts.setdefault(user, {})
         for c in categories or []:
-            counts.setdefault(user, {})[c] = counts.setdefault(user, {}).get(c, 0) + 1
+            mine[c] = mine.get(c, 0) + 1
     top = {u: min(c, key=lambda k: (-c[k], order.get(k, len(order)))) for u, c in counts.items() if c}
     mean_before = dict(before.filter(pl.col("value").is_not_null()).group_by("user_id")
                        .agg(pl.col("value").mean()).iter_rows())

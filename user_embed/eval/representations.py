@@ -98,8 +98,7 @@ def random_projection(events: pl.DataFrame, item_ids: list[str], ids: list[str],
 @torch.no_grad()
 def sequence_encoder_state(checkpoint: str | Path, store: UserStore, ids: list[str],
                            cutoffs: dict[str, int], batch_size: int = 256) -> np.ndarray:
-    """(N, d) a pre-trained encoder's output at each user's last event before the cutoff (mean over its
-    tokens for an encoder that is not causal)."""
+    """(N, d) a pre-trained encoder's output at each user's last event before the cutoff."""
     from user_embed.data.collate import Example
     from user_embed.pretrain.checkpoint import load_pretrained_encoder
 
